@@ -1,0 +1,183 @@
+//! Background work of an allocation group: compaction and scrub, both paced by the
+//! background I/O budget and stopped promptly on close.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::format::EntryKind;
+use crate::index::{Extent, SegmentState};
+use crate::{Locator, StoreError};
+
+use super::{Inner, ScrubReport};
+
+impl Inner {
+    /// Sleeps `duration` or until the store stops; false when stopping.
+    async fn idle(&self, duration: Duration) -> bool {
+        if self.stopping.get() {
+            return false;
+        }
+        let _ = kiseki_runtime::timeout(duration, self.stop_notify.notified()).await;
+        !self.stopping.get()
+    }
+
+    /// Paces background reads: `bytes` at `background_bytes_per_second`.
+    async fn spend_budget(&self, bytes: u64) -> bool {
+        let seconds = bytes as f64 / self.config.background_bytes_per_second as f64;
+        self.idle(Duration::from_secs_f64(seconds)).await
+    }
+
+    pub(super) async fn run_compaction(self: Rc<Self>) {
+        let interval = Duration::from_millis(self.config.compaction_interval_ms.max(1));
+        loop {
+            // Wake at the tick, or at once when a writer ran out of space.
+            let _ = kiseki_runtime::timeout(interval, self.compaction_notify.notified()).await;
+            if self.stopping.get() {
+                break;
+            }
+            if self.failure.borrow().is_some() {
+                break;
+            }
+            let candidate = self
+                .state
+                .borrow()
+                .compaction_candidate(self.config.compaction_dead_ratio_min);
+            if let Some(segment) = candidate {
+                if let Err(error) = self.compact_segment(segment, true).await {
+                    tracing::warn!(device = %self.path.display(), ag = self.ag, segment, %error, "compaction stopped");
+                }
+            }
+        }
+    }
+
+    /// Moves the live extents of a sealed segment to the log's head, then marks it freed
+    /// (reusable after the next checkpoint, I-E3). Returns whether it was freed.
+    pub(super) async fn compact_segment(&self, segment: u32, paced: bool) -> Result<bool, StoreError> {
+        let extents = self.state.borrow().extents_in(segment);
+        let mut replies = Vec::with_capacity(extents.len());
+        for (locator, extent) in extents {
+            if self.stopping.get() {
+                return Ok(false);
+            }
+            if !self.still_movable(&locator, &extent) {
+                continue;
+            }
+            let buffer = self.read_extent(&extent).await?;
+            let bytes = &buffer.full()[..extent.bytes as usize];
+            if crc32c::crc32c(bytes) != extent.crc {
+                self.mark_corrupt(&locator);
+                continue;
+            }
+            if paced && !self.spend_budget(u64::from(extent.blocks()) * 4096).await {
+                return Ok(false);
+            }
+            // Re-check after the awaits: a delete queued meanwhile must not be undone by
+            // a move written after it.
+            if !self.still_movable(&locator, &extent) {
+                continue;
+            }
+            let receiver = self
+                .enqueue(
+                    EntryKind::Put,
+                    locator,
+                    Some(bytes),
+                    extent.crc,
+                    Some(extent),
+                    std::time::Instant::now(),
+                )
+                .await?;
+            replies.push(receiver);
+        }
+        for receiver in replies {
+            receiver.await.unwrap_or_else(|| Err(self.stopped_error()))?;
+        }
+        let mut state = self.state.borrow_mut();
+        let info = &state.segments[segment as usize];
+        if info.state == SegmentState::Sealed && info.live_blocks == 0 {
+            state.mark_freed(segment);
+            drop(state);
+            self.stats.borrow_mut().compactions += 1;
+            self.checkpoint_requested.set(true);
+            self.commit_notify.notify();
+            tracing::debug!(device = %self.path.display(), ag = self.ag, segment, "segment compacted");
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn still_movable(&self, locator: &Locator, extent: &Extent) -> bool {
+        self.state.borrow().index.get(locator) == Some(extent) && !self.pending_deletes.borrow().contains_key(locator)
+    }
+
+    pub(super) async fn run_scrub(self: Rc<Self>) {
+        if self.config.scrub_interval_ms == 0 {
+            return;
+        }
+        let interval = Duration::from_millis(self.config.scrub_interval_ms);
+        let mut cursor: Option<Locator> = None;
+        let mut report = ScrubReport::default();
+        while self.idle(interval).await {
+            let slice = self.scrub_slice(cursor.as_ref(), self.config.scrub_slice_entries);
+            match slice.last() {
+                Some((last, _)) => cursor = Some(*last),
+                None => {
+                    if report.extents_checked > 0 {
+                        tracing::debug!(
+                            device = %self.path.display(),
+                            ag = self.ag,
+                            checked = report.extents_checked,
+                            corrupt = report.corrupt.len(),
+                            "scrub pass complete"
+                        );
+                    }
+                    report = ScrubReport::default();
+                    cursor = None;
+                    continue;
+                }
+            }
+            if let Err(error) = self.scrub_extents(&slice, &mut report, true).await {
+                tracing::warn!(device = %self.path.display(), ag = self.ag, %error, "scrub read failed");
+            }
+        }
+    }
+
+    pub(super) fn scrub_slice(&self, after: Option<&Locator>, limit: usize) -> Vec<(Locator, Extent)> {
+        let state = self.state.borrow();
+        let lower = after.map_or(std::ops::Bound::Unbounded, |locator| {
+            std::ops::Bound::Excluded(*locator)
+        });
+        state
+            .index
+            .range((lower, std::ops::Bound::Unbounded))
+            .take(limit)
+            .map(|(locator, extent)| (*locator, *extent))
+            .collect()
+    }
+
+    /// Verifies extents; corrupt ones are recorded (and refused by `get` from then on).
+    pub(super) async fn scrub_extents(
+        &self,
+        extents: &[(Locator, Extent)],
+        report: &mut ScrubReport,
+        paced: bool,
+    ) -> Result<(), StoreError> {
+        for (locator, extent) in extents {
+            if paced && !self.spend_budget(u64::from(extent.blocks()) * 4096).await {
+                return Ok(());
+            }
+            if self.state.borrow().index.get(locator) != Some(extent) {
+                continue;
+            }
+            let buffer = self.read_extent(extent).await?;
+            report.extents_checked += 1;
+            report.bytes_checked += u64::from(extent.bytes);
+            self.stats.borrow_mut().scrubbed_bytes += u64::from(extent.bytes);
+            if crc32c::crc32c(&buffer.full()[..extent.bytes as usize]) != extent.crc
+                && self.state.borrow().index.get(locator) == Some(extent)
+            {
+                self.mark_corrupt(locator);
+                report.corrupt.push(*locator);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what Kiseki's build, tests and benchmarks need on a fresh Debian 12 machine.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+need_apt=()
+command -v fio >/dev/null 2>&1 || need_apt+=(fio)
+command -v losetup >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; this project builds with the machine's Rust toolchain (rustc 1.95)" >&2
+  exit 1
+fi

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite: format, lints, every test (unit, property, crash, tidy), and a
+# quick benchmark smoke run. Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+# The target directory lives outside the clone so repeated runs on one machine are fast;
+# nothing depends on it being there.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/kiseki-target}"
+export CARGO_TERM_COLOR=never
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+echo "== cargo test"
+cargo test --locked --workspace
+
+echo "== benchmark smoke (quick; figures are printed, never asserted)"
+cargo build --release --locked -p kiseki-cli
+smoke_device="/dev/shm/kiseki-bench-smoke.img"
+trap 'rm -f "$smoke_device"' EXIT
+"$CARGO_TARGET_DIR/release/kiseki" bench engine --device "$smoke_device" --size 1GiB --quick --json
+"$CARGO_TARGET_DIR/release/kiseki" bench pipeline --quick --json
+echo "== all tests passed"
