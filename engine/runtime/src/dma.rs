@@ -32,7 +32,15 @@ pub struct DmaArena {
     /// Free runs: first page -> page count. Kept coalesced.
     free_runs: RefCell<BTreeMap<usize, usize>>,
     free_pages: std::cell::Cell<usize>,
+    /// Recently freed small runs by page count (index = pages - 1): O(1) reuse for the
+    /// 4–16 KiB buffers of small reads. Bounded by `SMALL_RUNS_CACHED_MAX` per class.
+    small_runs: RefCell<[Vec<usize>; SMALL_RUN_PAGES_MAX]>,
 }
+
+/// Largest run, in pages, kept in the small-run cache.
+const SMALL_RUN_PAGES_MAX: usize = 4;
+/// Runs cached per size class at most.
+const SMALL_RUNS_CACHED_MAX: usize = 128;
 
 impl std::fmt::Debug for DmaArena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,6 +67,7 @@ impl DmaArena {
             bytes,
             free_runs: RefCell::new(free_runs),
             free_pages: std::cell::Cell::new(pages),
+            small_runs: RefCell::new(Default::default()),
         }
     }
 
@@ -80,7 +89,38 @@ impl DmaArena {
         self.free_pages.get() * DMA_ALIGN_BYTES
     }
 
+    /// Returns cached small runs to the coalescing map (when a large allocation fails).
+    fn flush_small_runs(&self) -> bool {
+        let cached: Vec<(usize, usize)> = self
+            .small_runs
+            .borrow_mut()
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(class, starts)| starts.drain(..).map(move |start| (start, class + 1)))
+            .collect();
+        let any = !cached.is_empty();
+        for (start, pages) in cached {
+            self.free_pages.set(self.free_pages.get() - pages);
+            self.coalesce_run(start, pages);
+        }
+        any
+    }
+
     fn allocate_pages(&self, pages: usize) -> Option<usize> {
+        let found = self.allocate_run(pages);
+        if found.is_none() && pages > SMALL_RUN_PAGES_MAX && self.flush_small_runs() {
+            return self.allocate_run(pages);
+        }
+        found
+    }
+
+    fn allocate_run(&self, pages: usize) -> Option<usize> {
+        if (1..=SMALL_RUN_PAGES_MAX).contains(&pages) {
+            if let Some(start) = self.small_runs.borrow_mut()[pages - 1].pop() {
+                self.free_pages.set(self.free_pages.get() - pages);
+                return Some(start);
+            }
+        }
         let mut runs = self.free_runs.borrow_mut();
         let (&start, &count) = runs.iter().find(|(_, &count)| count >= pages)?;
         runs.remove(&start);
@@ -92,8 +132,20 @@ impl DmaArena {
     }
 
     fn free_pages_run(&self, start: usize, pages: usize) {
-        let mut runs = self.free_runs.borrow_mut();
+        if (1..=SMALL_RUN_PAGES_MAX).contains(&pages) {
+            let mut small_runs = self.small_runs.borrow_mut();
+            if small_runs[pages - 1].len() < SMALL_RUNS_CACHED_MAX {
+                small_runs[pages - 1].push(start);
+                self.free_pages.set(self.free_pages.get() + pages);
+                return;
+            }
+        }
+        self.coalesce_run(start, pages);
+    }
+
+    fn coalesce_run(&self, start: usize, pages: usize) {
         self.free_pages.set(self.free_pages.get() + pages);
+        let mut runs = self.free_runs.borrow_mut();
         let mut start = start;
         let mut pages = pages;
         // Coalesce with the run before.

@@ -282,30 +282,32 @@ impl Executor {
         Ok(())
     }
 
-    fn poll_task(&self, key: TaskKey) {
+    /// Polls one task; `poll_started` is when this poll began (the end of the previous
+    /// one), and the returned instant is when it ended: one clock read per poll.
+    fn poll_task(&self, key: TaskKey, poll_started: Instant) -> Instant {
         let index = (key & 0xffff_ffff) as usize;
         let generation = (key >> 32) as u32;
         let (mut future, waker, header, name) = {
             let mut tasks = self.tasks.borrow_mut();
             let Some(slot) = tasks.get_mut(index) else {
-                return;
+                return poll_started;
             };
             if slot.generation != generation {
-                return;
+                return poll_started;
             }
             let Some(future) = slot.future.take() else {
-                return;
+                return poll_started;
             };
             let (Some(waker), Some(header)) = (slot.waker.clone(), slot.header.clone()) else {
-                return;
+                return poll_started;
             };
             (future, waker, header, slot.name)
         };
         header.queued.store(false, Ordering::Release);
         let mut context = Context::from_waker(&waker);
-        let started = Instant::now();
         let poll = future.as_mut().poll(&mut context);
-        let elapsed = started.elapsed();
+        let poll_ended = Instant::now();
+        let elapsed = poll_ended - poll_started;
         {
             let mut stats = self.stats.borrow_mut();
             stats.polls += 1;
@@ -336,6 +338,7 @@ impl Executor {
                 self.live_tasks.set(self.live_tasks.get() - 1);
             }
         }
+        poll_ended
     }
 
     pub(crate) fn live_tasks(&self) -> usize {
@@ -552,6 +555,7 @@ impl Executor {
 
     fn drain_wakes(&self, budget: usize) -> usize {
         let mut ran = 0;
+        let mut poll_started = Instant::now();
         while ran < budget {
             let key = self
                 .local_ready
@@ -559,7 +563,7 @@ impl Executor {
                 .pop_front()
                 .or_else(|| self.shared.queue.pop());
             let Some(key) = key else { break };
-            self.poll_task(key);
+            poll_started = self.poll_task(key, poll_started);
             ran += 1;
         }
         ran
@@ -579,8 +583,13 @@ impl Executor {
             }
             let queued = !self.shared.queue.is_empty() || !self.local_ready.borrow().is_empty();
             if ran > 0 || queued {
-                // More work is ready: hand our SQEs to the kernel without waiting.
-                self.submit_and_reap(false, None);
+                // More work is ready: hand our SQEs to the kernel without waiting, or
+                // only look at the completion ring (no system call) if none are queued.
+                if self.unsubmitted.get() > 0 {
+                    self.submit_and_reap(false, None);
+                } else {
+                    self.reap();
+                }
                 continue;
             }
             // Nothing ready: park in the kernel until a completion, a remote wake or the
@@ -592,13 +601,21 @@ impl Executor {
                 continue;
             }
             self.stats.borrow_mut().parks += 1;
-            self.submit_and_reap(true, next_timer);
+            self.enter(true, next_timer);
+            // Not parked any more: wakes from our own reaping must not write the eventfd.
             self.shared.parked.store(false, Ordering::SeqCst);
+            self.reap();
         }
         self.drain_in_flight();
     }
 
     fn submit_and_reap(&self, wait: bool, deadline: Option<Instant>) {
+        self.enter(wait, deadline);
+        self.reap();
+    }
+
+    /// Submits queued SQEs; with `wait`, blocks for one completion or until `deadline`.
+    fn enter(&self, wait: bool, deadline: Option<Instant>) {
         {
             let ring = self.ring.borrow();
             let submitter = ring.submitter();
@@ -623,7 +640,6 @@ impl Executor {
                 },
             }
         }
-        self.reap();
     }
 
     /// Waits for every in-flight op so no buffer is freed under the kernel.

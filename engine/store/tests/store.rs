@@ -97,7 +97,9 @@ fn put_get_delete_list_round_trip() {
             Err(StoreError::AlreadyExists { .. })
         ));
         assert!(matches!(
-            store.put(locator(99), &vec![0; (128 << 10) + 1]).await,
+            store
+                .put(locator(99), &vec![0; store.config().fragment_bytes_max + 1])
+                .await,
             Err(StoreError::Invalid(_))
         ));
         assert_eq!(store.list(None, 100).len(), sizes.len());

@@ -55,13 +55,18 @@ pub struct StoreConfig {
     pub scrub_slice_entries: usize,
 }
 
+// Measured on the benchmark machine (docs/benchmarks.md): smaller batches keep each
+// device write short; more of them stay in flight to keep the queue full.
+const BATCH_PAYLOAD_BYTES_MAX_DEFAULT: usize = 2 << 20;
+const BATCHES_IN_FLIGHT_MAX_DEFAULT: usize = 8;
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             fragment_bytes_max: (4 << 20) + (64 << 10),
-            batch_payload_bytes_max: 8 << 20,
+            batch_payload_bytes_max: BATCH_PAYLOAD_BYTES_MAX_DEFAULT,
             batch_entries_max: 1024,
-            batches_in_flight_max: 4,
+            batches_in_flight_max: BATCHES_IN_FLIGHT_MAX_DEFAULT,
             checkpoint_interval_bytes: 256 << 20,
             reserve_segments: 1,
             compaction_dead_ratio_min: 0.5,
@@ -399,7 +404,11 @@ impl FragmentStore {
                     extent.bytes
                 )));
             }
-            if inner.corrupt.borrow().contains(locator) {
+            let known_corrupt = {
+                let corrupt = inner.corrupt.borrow();
+                !corrupt.is_empty() && corrupt.contains(locator)
+            };
+            if known_corrupt {
                 return Err(inner.corrupt_error(locator, "marked corrupt by an earlier read or scrub"));
             }
             let buffer = inner.read_extent(&extent).await?;
@@ -544,7 +553,9 @@ fn fit_config(mut config: StoreConfig, superblock: &Superblock) -> StoreConfig {
     config.batch_payload_bytes_max = config
         .batch_payload_bytes_max
         .clamp(BLOCK_BYTES, payload_blocks_max * BLOCK_BYTES);
-    config.fragment_bytes_max = config.fragment_bytes_max.min(config.batch_payload_bytes_max);
+    // A fragment larger than a batch travels alone in a batch of its own, which must
+    // still fit an empty segment.
+    config.fragment_bytes_max = config.fragment_bytes_max.min(payload_blocks_max * BLOCK_BYTES);
     config.batches_in_flight_max = config.batches_in_flight_max.max(1);
     config.background_bytes_per_second = config.background_bytes_per_second.max(1 << 20);
     config
@@ -600,6 +611,12 @@ impl Inner {
         }
     }
 
+    /// Bytes of a batch buffer: header room, then the largest payload a batch can carry.
+    fn batch_buffer_bytes(&self) -> usize {
+        let payload_bytes = self.config.batch_payload_bytes_max.max(self.config.fragment_bytes_max);
+        self.prefix_bytes + payload_bytes.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+    }
+
     /// Refuses a put that would eat into the compaction reserve.
     fn check_space(&self, bytes: usize) -> Result<(), StoreError> {
         let state = self.state.borrow();
@@ -640,13 +657,14 @@ impl Inner {
                 .or_else(|error| if expected.is_some() { Ok(()) } else { Err(error) })?;
             {
                 let mut pending = self.pending.borrow_mut();
+                // An empty batch takes any fragment, even one larger than a batch.
                 let fits = pending.entries.len() < self.config.batch_entries_max
-                    && pending.payload_blocks + blocks <= payload_blocks_max;
+                    && (pending.payload_blocks == 0 || pending.payload_blocks + blocks <= payload_blocks_max);
                 if fits {
                     if let Some(data) = data {
                         let prefix = self.prefix_bytes;
                         let offset = prefix + pending.payload_blocks as usize * BLOCK_BYTES;
-                        let capacity = prefix + self.config.batch_payload_bytes_max;
+                        let capacity = self.batch_buffer_bytes();
                         let buffer = pending.payload.get_or_insert_with(|| dma_buffer(capacity));
                         let full = buffer.full_mut();
                         full[offset..offset + bytes].copy_from_slice(data);
@@ -790,8 +808,10 @@ impl Inner {
         let header_bytes = header_blocks as usize * BLOCK_BYTES;
         let start = self.prefix_bytes - header_bytes;
         let length = header_bytes + batch.payload_blocks as usize * BLOCK_BYTES;
-        let capacity = self.prefix_bytes + self.config.batch_payload_bytes_max;
-        let mut buffer = batch.payload.take().unwrap_or_else(|| dma_buffer(capacity));
+        let mut buffer = batch
+            .payload
+            .take()
+            .unwrap_or_else(|| dma_buffer(self.batch_buffer_bytes()));
         header.encode(&batch.entries, &mut buffer.full_mut()[start..self.prefix_bytes]);
         let offset = self.superblock.segment_offset(self.ag, segment) + u64::from(first_block) * BLOCK_BYTES as u64;
         let result = Rc::new(RefCell::new(None));
