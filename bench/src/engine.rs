@@ -91,7 +91,9 @@ pub fn run(options: &EngineOptions) -> anyhow::Result<Vec<Case>> {
             .open(&options.device)
             .with_context(|| format!("creating {}", options.device.display()))?;
         if file.metadata()?.len() < bytes {
-            file.set_len(bytes)?;
+            // Write every byte once: a sparse file would make both fio's and Kiseki's
+            // first writes pay for block allocation, and unevenly.
+            fill_with_zeros(&file, bytes)?;
         }
     }
     let fio_available = !options.skip_fio && fio::fio_available();
@@ -190,6 +192,19 @@ pub fn run(options: &EngineOptions) -> anyhow::Result<Vec<Case>> {
         }
     }
     Ok(cases)
+}
+
+fn fill_with_zeros(file: &std::fs::File, bytes: u64) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let chunk = vec![0u8; 8 << 20];
+    let mut offset = 0;
+    while offset < bytes {
+        let length = chunk.len().min((bytes - offset) as usize);
+        file.write_all_at(&chunk[..length], offset)?;
+        offset += length as u64;
+    }
+    file.sync_all()?;
+    Ok(())
 }
 
 struct FioFigures {

@@ -58,6 +58,9 @@ enum Suite {
         /// Skip the fio baseline.
         #[arg(long)]
         no_fio: bool,
+        /// Runs the suite this many times and reports each case's median.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
         /// One JSON object per case per line.
         #[arg(long)]
         json: bool,
@@ -74,6 +77,39 @@ enum Suite {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Runs `suite` `repeat` times; each case's value and baseline are the medians of the runs.
+fn median_of_runs(repeat: usize, suite: impl Fn() -> anyhow::Result<Vec<Case>>) -> anyhow::Result<Vec<Case>> {
+    let runs = (0..repeat.max(1))
+        .map(|_| suite())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let mut cases = runs[0].clone();
+    for (position, case) in cases.iter_mut().enumerate() {
+        let values: Vec<f64> = runs
+            .iter()
+            .filter_map(|run| run.get(position))
+            .map(|run| run.value)
+            .collect();
+        let baselines = runs
+            .iter()
+            .filter_map(|run| run.get(position))
+            .map(|run| run.baseline_value)
+            .collect();
+        let ratios = runs
+            .iter()
+            .filter_map(|run| run.get(position))
+            .map(|run| run.ratio)
+            .collect();
+        case.value = median(values);
+        case.baseline_value = median(baselines);
+        case.ratio = median(ratios);
+    }
+    Ok(cases)
 }
 
 fn print_all(cases: &[Case], json: bool) {
@@ -98,6 +134,7 @@ fn main() -> anyhow::Result<()> {
                 size,
                 quick,
                 no_fio,
+                repeat,
                 json,
             } => {
                 let most = cores.unwrap_or(available).max(1);
@@ -110,7 +147,7 @@ fn main() -> anyhow::Result<()> {
                     create_bytes: size,
                     skip_fio: no_fio,
                 };
-                print_all(&kiseki_bench::engine::run(&options)?, json);
+                print_all(&median_of_runs(repeat, || kiseki_bench::engine::run(&options))?, json);
                 Ok(())
             }
             Suite::Pipeline { cores, quick, json } => {

@@ -1,4 +1,4 @@
-//! Core-local synchronization: a wake-up flag and a one-shot slot, both `!Send`.
+//! Core-local synchronization: a wake-up signal and a one-shot slot, both `!Send`.
 //!
 //! These coordinate tasks of one core only (a committer and the writers waiting on it,
 //! for example); between cores use [`crate::mesh`].
@@ -9,38 +9,50 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-/// A wake-up flag: `notify` sets it and wakes every waiter; `notified().await` returns
-/// at once if it is set (clearing it), so a notification is never lost between a check
-/// and a wait.
+/// A wake-up signal for tasks of one core. `notify` wakes every waiter; a `notified()`
+/// future completes once a `notify` happens after its first poll, or at once if a
+/// notification arrived while nobody waited (a stored permit). Waiters re-check their
+/// condition in a loop, so a spurious completion is harmless and none is ever lost,
+/// however many tasks wait.
 #[derive(Default)]
 pub struct Notify {
-    flag: Cell<bool>,
+    permit: Cell<bool>,
+    epoch: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
 }
 
 impl std::fmt::Debug for Notify {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Notify").field("flag", &self.flag.get()).finish()
+        f.debug_struct("Notify")
+            .field("permit", &self.permit.get())
+            .field("epoch", &self.epoch.get())
+            .finish()
     }
 }
 
 impl Notify {
-    /// A cleared flag with no waiters.
+    /// No permit, no waiters.
     pub fn new() -> Notify {
         Notify::default()
     }
 
-    /// Sets the flag and wakes every waiter.
+    /// Wakes every waiter (or stores a permit for the next one).
     pub fn notify(&self) {
-        self.flag.set(true);
-        for waker in self.waiters.borrow_mut().drain(..) {
+        self.epoch.set(self.epoch.get().wrapping_add(1));
+        // The permit also covers a waiter that is about to poll for the first time.
+        self.permit.set(true);
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for waker in waiters {
             waker.wake();
         }
     }
 
-    /// Completes once the flag is set, clearing it.
+    /// Completes at the next notification (or at once, taking a stored permit).
     pub fn notified(&self) -> Notified<'_> {
-        Notified { notify: self }
+        Notified {
+            notify: self,
+            epoch_seen: None,
+        }
     }
 }
 
@@ -48,16 +60,25 @@ impl Notify {
 #[derive(Debug)]
 pub struct Notified<'a> {
     notify: &'a Notify,
+    epoch_seen: Option<u64>,
 }
 
 impl Future for Notified<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        if self.notify.flag.replace(false) {
-            return Poll::Ready(());
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        let notify = self.notify;
+        match self.epoch_seen {
+            None => {
+                if notify.permit.replace(false) {
+                    return Poll::Ready(());
+                }
+                self.epoch_seen = Some(notify.epoch.get());
+            }
+            Some(epoch) if epoch != notify.epoch.get() => return Poll::Ready(()),
+            Some(_) => {}
         }
-        let mut waiters = self.notify.waiters.borrow_mut();
+        let mut waiters = notify.waiters.borrow_mut();
         if !waiters.iter().any(|waker| waker.will_wake(context.waker())) {
             waiters.push(context.waker().clone());
         }
@@ -131,5 +152,41 @@ impl<T> Future for OneshotReceiver<T> {
         }
         slot.waker = Some(context.waker().clone());
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn every_waiter_sees_a_notification() {
+        let notify = Notify::new();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut context = Context::from_waker(&waker);
+        let mut first = Box::pin(notify.notified());
+        let mut second = Box::pin(notify.notified());
+        assert!(first.as_mut().poll(&mut context).is_pending());
+        assert!(second.as_mut().poll(&mut context).is_pending());
+        notify.notify();
+        // Both complete, whichever is polled first.
+        assert!(second.as_mut().poll(&mut context).is_ready());
+        assert!(first.as_mut().poll(&mut context).is_ready());
+        // No waiter: the notification is kept for the next one.
+        notify.notify();
+        assert!(Box::pin(notify.notified()).as_mut().poll(&mut context).is_ready());
+        assert!(Box::pin(notify.notified()).as_mut().poll(&mut context).is_pending());
     }
 }

@@ -119,3 +119,23 @@ fn cores_exchange_messages_over_the_bounded_mesh() {
     receiver.join().unwrap();
     assert_eq!(sum, (0..1000).sum::<u64>());
 }
+
+#[test]
+fn the_stall_detector_counts_a_task_that_holds_the_core() {
+    block_on(small_config(), 0, async {
+        let before = kiseki_runtime::stats().unwrap().stalls;
+        spawn("hog", async {
+            let started = Instant::now();
+            // Busy for longer than the 10 ms threshold without yielding.
+            while started.elapsed() < Duration::from_millis(25) {
+                std::hint::spin_loop();
+            }
+        })
+        .unwrap()
+        .await;
+        let after = kiseki_runtime::stats().unwrap();
+        assert_eq!(after.stalls, before + 1);
+        assert!(after.longest_poll_us >= 25_000);
+    })
+    .unwrap();
+}

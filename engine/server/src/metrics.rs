@@ -65,7 +65,27 @@ fn answer(stream: TcpStream, cores: &[flume::Sender<ControlMessage>]) -> std::io
         }
         ("GET", "/health") => {
             let (snapshots, missing) = snapshots(cores);
-            if missing == 0 {
+            let failed: Vec<String> = snapshots
+                .iter()
+                .flat_map(|snapshot| &snapshot.devices)
+                .filter_map(|device| {
+                    device
+                        .failure
+                        .as_ref()
+                        .map(|reason| format!("{}: {reason}", device.device.display()))
+                })
+                .collect();
+            if !failed.is_empty() {
+                let reasons = serde_json::to_string(&failed).unwrap_or_else(|_| "[]".into());
+                (
+                    "503 Service Unavailable",
+                    "application/json",
+                    format!(
+                        "{{\"status\":\"failed\",\"cores\":{},\"failed_stores\":{reasons}}}\n",
+                        snapshots.len()
+                    ),
+                )
+            } else if missing == 0 {
                 (
                     "200 OK",
                     "application/json",

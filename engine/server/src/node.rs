@@ -41,6 +41,8 @@ pub struct DeviceSnapshot {
     pub stats: StoreStats,
     /// Space.
     pub space: SpaceInfo,
+    /// Why the store refuses writes, if it failed.
+    pub failure: Option<String>,
 }
 
 /// One core's figures.
@@ -139,6 +141,7 @@ async fn core_main(
                             device: store.device().to_path_buf(),
                             stats: store.stats(),
                             space: store.space(),
+                            failure: store.failure(),
                         })
                         .collect(),
                 };
@@ -151,6 +154,12 @@ async fn core_main(
         if let Err(error) = store.close().await {
             tracing::error!(core, %error, "closing a store failed");
         }
+    }
+}
+
+fn stop_cores(senders: &[flume::Sender<ControlMessage>]) {
+    for sender in senders {
+        let _ = sender.send_timeout(ControlMessage::Shutdown, Duration::from_secs(5));
     }
 }
 
@@ -169,6 +178,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             );
         }
     }
+    // Installed before the cores start, so a signal during recovery still stops cleanly.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
     let mut senders = Vec::with_capacity(cores);
     let mut receivers = Vec::with_capacity(cores);
     for _ in 0..cores {
@@ -204,26 +215,35 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             Err(_) => bail!("cores did not start within 600 s"),
         }
     }
-    let listener = std::net::TcpListener::bind(&options.metrics_addr)
-        .with_context(|| format!("binding the metrics endpoint {}", options.metrics_addr))?;
-    let metrics_addr = listener.local_addr()?;
-    let metrics_senders = senders.clone();
-    std::thread::Builder::new()
-        .name("kiseki-admin".into())
-        .spawn(move || crate::metrics::serve(listener, metrics_senders))?;
+    let serve_metrics = || -> anyhow::Result<std::net::SocketAddr> {
+        let listener = std::net::TcpListener::bind(&options.metrics_addr)
+            .with_context(|| format!("binding the metrics endpoint {}", options.metrics_addr))?;
+        let metrics_addr = listener.local_addr()?;
+        let metrics_senders = senders.clone();
+        std::thread::Builder::new()
+            .name("kiseki-admin".into())
+            .spawn(move || crate::metrics::serve(listener, metrics_senders))?;
+        Ok(metrics_addr)
+    };
+    let metrics_addr = match serve_metrics() {
+        Ok(address) => address,
+        Err(error) => {
+            // The cores hold open stores: close them before reporting the error.
+            stop_cores(&senders);
+            let _ = core_set.join();
+            return Err(error);
+        }
+    };
     println!("kiseki-server: {cores} cores, {} device(s)", options.devices.len());
     for device in &options.devices {
         println!("  device {}", device.display());
     }
     println!("  metrics http://{metrics_addr}/metrics  health http://{metrics_addr}/health");
     println!("ready");
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "stopping: closing stores and writing checkpoints");
     }
-    for sender in &senders {
-        let _ = sender.send_timeout(ControlMessage::Shutdown, Duration::from_secs(5));
-    }
+    stop_cores(&senders);
     core_set.join()?;
     println!("stopped");
     Ok(())

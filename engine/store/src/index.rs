@@ -222,10 +222,20 @@ impl AgState {
     /// The sealed segment most worth compacting: the one with the most dead blocks, if
     /// its dead share is at least `dead_ratio_min` (fully dead segments always qualify).
     pub fn compaction_candidate(&self, dead_ratio_min: f64) -> Option<u32> {
+        self.compaction_candidate_excluding(dead_ratio_min, &std::collections::BTreeSet::new())
+    }
+
+    /// As [`AgState::compaction_candidate`], skipping `excluded` segments (ones compaction
+    /// could not empty, e.g. because they hold a corrupt extent waiting for repair).
+    pub fn compaction_candidate_excluding(
+        &self,
+        dead_ratio_min: f64,
+        excluded: &std::collections::BTreeSet<u32>,
+    ) -> Option<u32> {
         self.segments
             .iter()
             .enumerate()
-            .filter(|(_, info)| info.state == SegmentState::Sealed)
+            .filter(|(segment, info)| info.state == SegmentState::Sealed && !excluded.contains(&(*segment as u32)))
             .map(|(segment, info)| {
                 let used = info.write_block.saturating_sub(1).max(1);
                 let dead = used.saturating_sub(info.live_blocks);

@@ -452,3 +452,78 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn close_under_load_with_a_checkpoint_due_drains_and_returns() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = device(directory.path(), 32, 256);
+    let writer = path.clone();
+    let acknowledged = run(async move {
+        let config = StoreConfig {
+            // A checkpoint is due after almost every batch.
+            checkpoint_interval_bytes: 4096,
+            ..small_config()
+        };
+        let store = FragmentStore::open(&writer, 0, config).await.unwrap();
+        let mut handles = Vec::new();
+        for key in 0..200u64 {
+            let store = store.clone();
+            handles.push(
+                kiseki_runtime::spawn("writer", async move {
+                    (key, store.put(locator(key), &payload(key, 3000)).await)
+                })
+                .unwrap(),
+            );
+        }
+        // Close while most puts are still queued: it must drain them, not hang.
+        kiseki_runtime::yield_now().await;
+        store.close().await.unwrap();
+        let mut acknowledged = Vec::new();
+        for handle in handles {
+            let (key, result) = handle.await;
+            match result {
+                Ok(()) => acknowledged.push(key),
+                Err(StoreError::Stopped { .. }) => {}
+                Err(other) => panic!("put {key}: {other}"),
+            }
+        }
+        acknowledged
+    });
+    assert!(!acknowledged.is_empty());
+    run(async move {
+        let store = FragmentStore::open(&path, 0, small_config()).await.unwrap();
+        for key in acknowledged {
+            assert_eq!(
+                store.get(&locator(key), None).await.unwrap().as_slice(),
+                payload(key, 3000).as_slice()
+            );
+        }
+    });
+}
+
+#[test]
+fn concurrent_puts_of_other_bytes_under_one_locator_are_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = device(directory.path(), 16, 256);
+    run(async move {
+        let store = FragmentStore::open(&path, 0, small_config()).await.unwrap();
+        let (first_store, second_store) = (store.clone(), store.clone());
+        let first = kiseki_runtime::spawn("first", async move { first_store.put(locator(1), b"one").await }).unwrap();
+        let second =
+            kiseki_runtime::spawn("second", async move { second_store.put(locator(1), b"two").await }).unwrap();
+        let (first, second) = (first.await, second.await);
+        assert!(
+            first.is_ok() != second.is_ok(),
+            "exactly one wins: {first:?} {second:?}"
+        );
+        let loser = if first.is_ok() { second } else { first };
+        assert!(matches!(loser, Err(StoreError::AlreadyExists { .. })), "{loser:?}");
+        // The same bytes twice, concurrently, both succeed (idempotent).
+        let (a, b) = (store.clone(), store.clone());
+        let first = kiseki_runtime::spawn("a", async move { a.put(locator(2), b"same").await }).unwrap();
+        let second = kiseki_runtime::spawn("b", async move { b.put(locator(2), b"same").await }).unwrap();
+        first.await.unwrap();
+        second.await.unwrap();
+        store.close().await.unwrap();
+    });
+}

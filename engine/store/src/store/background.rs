@@ -37,13 +37,24 @@ impl Inner {
             if self.failure.borrow().is_some() {
                 break;
             }
-            let candidate = self
-                .state
-                .borrow()
-                .compaction_candidate(self.config.compaction_dead_ratio_min);
-            if let Some(segment) = candidate {
-                if let Err(error) = self.compact_segment(segment, true).await {
-                    tracing::warn!(device = %self.path.display(), ag = self.ag, segment, %error, "compaction stopped");
+            // Drain every candidate (paced by the budget): under churn, reclaiming one
+            // segment per wake-up falls behind the writers.
+            loop {
+                let candidate = self.next_compaction_candidate();
+                let Some(segment) = candidate else { break };
+                match self.compact_segment(segment, true).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if self.stopping.get() {
+                            break;
+                        }
+                        // Holds a corrupt extent (or lost a race): skip it until the next checkpoint.
+                        self.compaction_stuck.borrow_mut().insert(segment);
+                    }
+                    Err(error) => {
+                        tracing::warn!(device = %self.path.display(), ag = self.ag, segment, %error, "compaction stopped");
+                        break;
+                    }
                 }
             }
         }

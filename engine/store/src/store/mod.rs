@@ -73,7 +73,7 @@ impl Default for StoreConfig {
             compaction_interval_ms: 1000,
             background_bytes_per_second: 64 << 20,
             scrub_interval_ms: 1000,
-            scrub_slice_entries: 64,
+            scrub_slice_entries: 1024,
         }
     }
 }
@@ -231,6 +231,11 @@ struct Inner {
     stop_notify: Notify,
     compaction_notify: Notify,
     pending_deletes: RefCell<HashMap<Locator, u32>>,
+    /// Puts queued or in flight: locator -> (bytes, crc, count), so a second put of other
+    /// bytes under the same locator is refused before either is durable (I-C1).
+    pending_puts: RefCell<HashMap<Locator, (u32, u32, u32)>>,
+    /// Segments compaction could not empty (corrupt extents); retried after a checkpoint.
+    compaction_stuck: RefCell<BTreeSet<u32>>,
     corrupt: RefCell<BTreeSet<Locator>>,
     stats: RefCell<StoreStats>,
     failure: RefCell<Option<String>>,
@@ -240,6 +245,12 @@ struct Inner {
     checkpoint_requested: Cell<bool>,
     committer_finished: Cell<bool>,
     committer_exit: Notify,
+    /// Device flushes begun and completed (generations), for sharing flushes.
+    flushes_started: Cell<u64>,
+    flushes_done: Cell<u64>,
+    flush_running: Cell<bool>,
+    flush_notify: Notify,
+    flush_failure: RefCell<Option<String>>,
 }
 
 /// One allocation group's fragment store. Core-local (`!Send`): clone the handle freely
@@ -292,6 +303,8 @@ impl FragmentStore {
             stop_notify: Notify::new(),
             compaction_notify: Notify::new(),
             pending_deletes: RefCell::new(HashMap::new()),
+            pending_puts: RefCell::new(HashMap::new()),
+            compaction_stuck: RefCell::new(BTreeSet::new()),
             corrupt: RefCell::new(BTreeSet::new()),
             stats: RefCell::new(StoreStats::default()),
             failure: RefCell::new(None),
@@ -301,6 +314,11 @@ impl FragmentStore {
             checkpoint_requested: Cell::new(false),
             committer_finished: Cell::new(false),
             committer_exit: Notify::new(),
+            flushes_started: Cell::new(0),
+            flushes_done: Cell::new(0),
+            flush_running: Cell::new(false),
+            flush_notify: Notify::new(),
+            flush_failure: RefCell::new(None),
         });
         inner.load().await?;
         let store = FragmentStore { inner };
@@ -350,18 +368,38 @@ impl FragmentStore {
             )));
         }
         let crc = crc32c::crc32c(data);
-        if let Some(existing) = inner.state.borrow().index.get(&locator) {
-            return if existing.bytes as usize == data.len() && existing.crc == crc {
+        let bytes = data.len() as u32;
+        let stored = inner.state.borrow().index.get(&locator).copied();
+        // A stored extent known to be corrupt may be written again (a repair).
+        let stored_intact = stored.filter(|_| !inner.corrupt.borrow().contains(&locator));
+        if let Some(existing) = stored_intact {
+            return if existing.bytes == bytes && existing.crc == crc {
                 Ok(())
             } else {
                 Err(StoreError::AlreadyExists { locator })
             };
         }
+        if let Some(&(pending_bytes, pending_crc, _)) = inner.pending_puts.borrow().get(&locator) {
+            if (pending_bytes, pending_crc) != (bytes, crc) {
+                return Err(StoreError::AlreadyExists { locator });
+            }
+        }
         inner.check_space(data.len())?;
-        let receiver = inner
+        inner
+            .pending_puts
+            .borrow_mut()
+            .entry(locator)
+            .or_insert((bytes, crc, 0))
+            .2 += 1;
+        let result = match inner
             .enqueue(EntryKind::Put, locator, Some(data), crc, None, started)
-            .await?;
-        receiver.await.unwrap_or_else(|| Err(inner.stopped_error()))
+            .await
+        {
+            Ok(receiver) => receiver.await.unwrap_or_else(|| Err(inner.stopped_error())),
+            Err(error) => Err(error),
+        };
+        inner.forget_pending_put(&locator);
+        result
     }
 
     /// Deletes the fragment; resolves once the tombstone is durable.
@@ -467,6 +505,11 @@ impl FragmentStore {
         }
     }
 
+    /// Why the store refuses writes after an I/O failure, if it does.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failure.borrow().clone()
+    }
+
     /// Counters and histograms.
     pub fn stats(&self) -> StoreStats {
         self.inner.stats.borrow().clone()
@@ -496,16 +539,13 @@ impl FragmentStore {
     pub async fn compact_now(&self) -> Result<u32, StoreError> {
         let mut reclaimed = 0;
         loop {
-            let candidate = self
-                .inner
-                .state
-                .borrow()
-                .compaction_candidate(self.inner.config.compaction_dead_ratio_min);
+            let candidate = self.inner.next_compaction_candidate();
             let Some(segment) = candidate else { break };
-            if !self.inner.compact_segment(segment, false).await? {
-                break;
+            if self.inner.compact_segment(segment, false).await? {
+                reclaimed += 1;
+            } else {
+                self.inner.compaction_stuck.borrow_mut().insert(segment);
             }
-            reclaimed += 1;
         }
         self.checkpoint_now().await?;
         Ok(reclaimed)
@@ -561,6 +601,10 @@ fn fit_config(mut config: StoreConfig, superblock: &Superblock) -> StoreConfig {
     config
 }
 
+fn padded_bytes(bytes: usize) -> usize {
+    bytes.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+}
+
 fn blocks_for(bytes: usize) -> u32 {
     bytes.div_ceil(BLOCK_BYTES).max(1) as u32
 }
@@ -601,6 +645,23 @@ impl Inner {
         }
     }
 
+    fn next_compaction_candidate(&self) -> Option<u32> {
+        let stuck = self.compaction_stuck.borrow();
+        self.state
+            .borrow()
+            .compaction_candidate_excluding(self.config.compaction_dead_ratio_min, &stuck)
+    }
+
+    fn forget_pending_put(&self, locator: &Locator) {
+        let mut pending = self.pending_puts.borrow_mut();
+        if let Some(entry) = pending.get_mut(locator) {
+            entry.2 -= 1;
+            if entry.2 == 0 {
+                pending.remove(locator);
+            }
+        }
+    }
+
     fn forget_pending_delete(&self, locator: &Locator) {
         let mut pending = self.pending_deletes.borrow_mut();
         if let Some(count) = pending.get_mut(locator) {
@@ -609,12 +670,6 @@ impl Inner {
                 pending.remove(locator);
             }
         }
-    }
-
-    /// Bytes of a batch buffer: header room, then the largest payload a batch can carry.
-    fn batch_buffer_bytes(&self) -> usize {
-        let payload_bytes = self.config.batch_payload_bytes_max.max(self.config.fragment_bytes_max);
-        self.prefix_bytes + payload_bytes.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
     }
 
     /// Refuses a put that would eat into the compaction reserve.
@@ -664,7 +719,8 @@ impl Inner {
                     if let Some(data) = data {
                         let prefix = self.prefix_bytes;
                         let offset = prefix + pending.payload_blocks as usize * BLOCK_BYTES;
-                        let capacity = self.batch_buffer_bytes();
+                        // Sized for a normal batch, or for the one large fragment it carries.
+                        let capacity = prefix + self.config.batch_payload_bytes_max.max(padded_bytes(bytes));
                         let buffer = pending.payload.get_or_insert_with(|| dma_buffer(capacity));
                         let full = buffer.full_mut();
                         full[offset..offset + bytes].copy_from_slice(data);
@@ -730,18 +786,26 @@ impl Inner {
                 };
                 let checkpoint_due = self.checkpoint_requested.get()
                     || freed_waiting
-                    || self.bytes_since_checkpoint.get() >= self.config.checkpoint_interval_bytes
-                    || (self.stopping.get() && pending_empty);
-                if checkpoint_due && in_flight == 0 && (pending_empty || !self.stopping.get()) {
+                    || self.bytes_since_checkpoint.get() >= self.config.checkpoint_interval_bytes;
+                let can_dispatch = !pending_empty && in_flight < self.config.batches_in_flight_max;
+                if self.stopping.get() {
+                    // Drain what writers queued, then one final checkpoint.
+                    if can_dispatch {
+                        self.dispatch().await;
+                        continue;
+                    }
+                    if pending_empty && in_flight == 0 {
+                        if let Err(error) = self.write_checkpoint().await {
+                            self.fail(format!("final checkpoint failed: {error}"));
+                        }
+                        break;
+                    }
+                } else if checkpoint_due && in_flight == 0 {
                     if let Err(error) = self.write_checkpoint().await {
                         self.fail(format!("checkpoint failed: {error}"));
                     }
-                    if self.stopping.get() && self.pending.borrow().is_empty() {
-                        break;
-                    }
                     continue;
-                }
-                if !pending_empty && in_flight < self.config.batches_in_flight_max && !checkpoint_due {
+                } else if can_dispatch && !checkpoint_due {
                     self.dispatch().await;
                     continue;
                 }
@@ -811,7 +875,7 @@ impl Inner {
         let mut buffer = batch
             .payload
             .take()
-            .unwrap_or_else(|| dma_buffer(self.batch_buffer_bytes()));
+            .unwrap_or_else(|| dma_buffer(self.prefix_bytes + BLOCK_BYTES));
         header.encode(&batch.entries, &mut buffer.full_mut()[start..self.prefix_bytes]);
         let offset = self.superblock.segment_offset(self.ag, segment) + u64::from(first_block) * BLOCK_BYTES as u64;
         let result = Rc::new(RefCell::new(None));
@@ -830,7 +894,7 @@ impl Inner {
         let spawned = kiseki_runtime::spawn("store-batch", async move {
             let (written, _buffer) = task_inner.file.write_range_all_at(buffer, start, length, offset).await;
             let outcome = match written {
-                Ok(()) => task_inner.file.sync_data().await,
+                Ok(()) => task_inner.flush_covering_now().await,
                 Err(error) => Err(error),
             };
             *result.borrow_mut() = Some(outcome);
@@ -844,6 +908,36 @@ impl Inner {
                     reply.send(Err(self.stopped_error()));
                 }
             }
+        }
+    }
+
+    /// Waits for a device flush that begins after this call, so it covers every write
+    /// completed before the call. Batches in flight share flushes: while one flush runs,
+    /// every batch whose write completes meanwhile waits for the single next one.
+    async fn flush_covering_now(&self) -> std::io::Result<()> {
+        let needed = self.flushes_started.get() + 1;
+        loop {
+            if let Some(reason) = self.flush_failure.borrow().as_ref() {
+                return Err(std::io::Error::other(reason.clone()));
+            }
+            if self.flushes_done.get() >= needed {
+                return Ok(());
+            }
+            if !self.flush_running.get() {
+                self.flush_running.set(true);
+                let generation = self.flushes_started.get() + 1;
+                self.flushes_started.set(generation);
+                let result = self.file.sync_data().await;
+                self.flush_running.set(false);
+                if let Err(error) = result {
+                    self.flush_failure.borrow_mut().get_or_insert(error.to_string());
+                }
+                self.flushes_done.set(generation);
+                self.stats.borrow_mut().flushes += 1;
+                self.flush_notify.notify();
+                continue;
+            }
+            self.flush_notify.notified().await;
         }
     }
 
@@ -936,7 +1030,6 @@ impl Inner {
             let mut state = self.state.borrow_mut();
             let mut stats = self.stats.borrow_mut();
             stats.batches += 1;
-            stats.flushes += 1;
             for (position, entry) in batch.entries.iter().enumerate() {
                 match entry.kind {
                     EntryKind::Put => {
@@ -958,6 +1051,7 @@ impl Inner {
                             }
                             None => {
                                 state.apply_put(entry.locator, extent);
+                                self.corrupt.borrow_mut().remove(&entry.locator);
                                 stats.puts += 1;
                                 stats.put_bytes += u64::from(entry.payload_bytes);
                                 let _ = stats
@@ -1098,6 +1192,7 @@ impl Inner {
         }
         self.checkpoint_sequence.set(sequence);
         self.bytes_since_checkpoint.set(0);
+        self.compaction_stuck.borrow_mut().clear();
         let mut stats = self.stats.borrow_mut();
         stats.checkpoints += 1;
         stats.flushes += 2;

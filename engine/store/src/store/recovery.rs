@@ -4,8 +4,9 @@
 //! - a torn checkpoint (header or body): the other slot's older checkpoint is used, and
 //!   replay covers the difference;
 //! - a torn tail batch (header or payload): replay of that segment stops at the first
-//!   batch whose header fails its checks; a put whose payload fails its CRC is skipped
-//!   (it was never acknowledged: acknowledgments wait for the flush, I-E1);
+//!   batch whose header fails its checks; a put whose payload fails its CRC stays indexed
+//!   but marked corrupt (a torn tail put was never acknowledged, I-E1; damage to an
+//!   acknowledged one must be reported, not hidden, I-E2);
 //! - a torn segment header: only possible for a segment whose header write never
 //!   completed, hence without batches; it is treated as unused. A damaged header in front
 //!   of a valid first batch is corruption and fails the open;
@@ -338,28 +339,31 @@ impl Inner {
                         let bytes = payload
                             .as_ref()
                             .map(|payload| &payload.full()[start..start + entry.payload_bytes as usize]);
-                        if bytes.is_some_and(|bytes| crc32c::crc32c(bytes) == entry.payload_crc) {
-                            state.apply_put(
-                                entry.locator,
-                                Extent {
-                                    segment,
-                                    block: payload_first_block + entry.payload_block,
-                                    bytes: entry.payload_bytes,
-                                    crc: entry.payload_crc,
-                                },
-                            );
-                        } else {
+                        let extent = Extent {
+                            segment,
+                            block: payload_first_block + entry.payload_block,
+                            bytes: entry.payload_bytes,
+                            crc: entry.payload_crc,
+                        };
+                        state.apply_put(entry.locator, extent);
+                        if bytes.is_none_or(|bytes| crc32c::crc32c(bytes) != entry.payload_crc) {
+                            // Either a torn put that was never acknowledged, or damage to one
+                            // that was: it stays indexed but is reported corrupt (I-E2), so a
+                            // repair can rewrite it and a read never returns it.
+                            self.corrupt.borrow_mut().insert(entry.locator);
+                            self.stats.borrow_mut().corrupt_extents += 1;
                             tracing::warn!(
                                 device = %self.path.display(),
                                 ag = self.ag,
                                 segment,
                                 locator = %entry.locator,
-                                "torn put skipped in replay (never acknowledged)"
+                                "replayed put fails its checksum: marked corrupt"
                             );
                         }
                     }
                     EntryKind::Delete => {
                         state.apply_delete(&entry.locator);
+                        self.corrupt.borrow_mut().remove(&entry.locator);
                     }
                 }
             }
