@@ -73,6 +73,9 @@ enum Suite {
         /// A short run for smoke tests.
         #[arg(long)]
         quick: bool,
+        /// Runs the suite this many times and reports each case's median.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
         /// One JSON object per case per line.
         #[arg(long)]
         json: bool,
@@ -150,12 +153,17 @@ fn main() -> anyhow::Result<()> {
                 print_all(&median_of_runs(repeat, || kiseki_bench::engine::run(&options))?, json);
                 Ok(())
             }
-            Suite::Pipeline { cores, quick, json } => {
+            Suite::Pipeline {
+                cores,
+                quick,
+                repeat,
+                json,
+            } => {
                 let options = kiseki_bench::pipeline::PipelineOptions {
                     cores: cores.unwrap_or(available).max(1),
                     quick,
                 };
-                print_all(&kiseki_bench::pipeline::run(&options)?, json);
+                print_all(&median_of_runs(repeat, || kiseki_bench::pipeline::run(&options))?, json);
                 Ok(())
             }
         },
