@@ -16,12 +16,17 @@ echo "== cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
-cargo test --locked --workspace
+test_log="$(mktemp)"
+trap 'rm -f "$test_log"' EXIT
+cargo test --locked --workspace 2>&1 | tee "$test_log"
+passed=$(grep '^test result:' "$test_log" | grep -o '[0-9]* passed' | awk '{sum += $1} END {print sum + 0}')
+failed=$(grep '^test result:' "$test_log" | grep -o '[0-9]* failed' | awk '{sum += $1} END {print sum + 0}')
 
 echo "== benchmark smoke (quick; figures are printed, never asserted)"
 cargo build --release --locked -p kiseki-cli
 smoke_device="/dev/shm/kiseki-bench-smoke.img"
-trap 'rm -f "$smoke_device"' EXIT
+trap 'rm -f "$smoke_device" "$test_log"' EXIT
 "$CARGO_TARGET_DIR/release/kiseki" bench engine --device "$smoke_device" --size 1GiB --quick --json
 "$CARGO_TARGET_DIR/release/kiseki" bench pipeline --quick --json
 echo "== all tests passed"
+echo "tests: $passed passed, $failed failed"
