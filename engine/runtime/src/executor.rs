@@ -198,7 +198,9 @@ impl Executor {
             source: errno.into(),
         })?;
         let shared = Arc::new(WakeShared {
-            queue: ArrayQueue::new(config.tasks_max.max(1)),
+            // A live task is queued at most once; a task that woke itself and then finished
+            // leaves one stale key: twice `tasks_max` always holds both.
+            queue: ArrayQueue::new(2 * config.tasks_max.max(1)),
             parked: AtomicBool::new(false),
             eventfd,
             remote_wakes: AtomicU64::new(0),

@@ -96,6 +96,9 @@ pub struct AgState {
     pub next_sequence: u64,
     /// Blocks per segment.
     pub segment_blocks: u32,
+    /// Batches reserved in each segment and not yet retired: such a segment is never
+    /// freed or compacted, whatever its live count says (transient, never persisted).
+    pub batches_in_flight: Vec<u32>,
 }
 
 impl AgState {
@@ -115,6 +118,7 @@ impl AgState {
             active: None,
             next_sequence: 1,
             segment_blocks,
+            batches_in_flight: vec![0; segment_count as usize],
         }
     }
 
@@ -184,7 +188,33 @@ impl AgState {
         let batch = info.next_batch;
         info.write_block += blocks;
         info.next_batch += 1;
+        self.batches_in_flight[active as usize] += 1;
         Some((active, info.sequence, first_block, batch))
+    }
+
+    /// Undoes the latest reservation in `segment` (nothing was written for it).
+    pub fn unreserve(&mut self, segment: u32, blocks: u32) {
+        let info = &mut self.segments[segment as usize];
+        assert!(
+            info.write_block >= blocks && info.next_batch > 0,
+            "unreserve without a reservation"
+        );
+        info.write_block -= blocks;
+        info.next_batch -= 1;
+        self.batch_retired(segment);
+    }
+
+    /// A batch reserved in `segment` was retired (applied or failed).
+    pub fn batch_retired(&mut self, segment: u32) {
+        let count = &mut self.batches_in_flight[segment as usize];
+        assert!(*count > 0, "batch retired twice in segment {segment}");
+        *count -= 1;
+    }
+
+    /// Whether a segment may be freed: sealed, no live extents, no batch in flight.
+    pub fn is_reclaimable(&self, segment: u32) -> bool {
+        let info = &self.segments[segment as usize];
+        info.state == SegmentState::Sealed && info.live_blocks == 0 && self.batches_in_flight[segment as usize] == 0
     }
 
     /// Records a put: the extent replaces any previous one for the locator.
@@ -235,7 +265,11 @@ impl AgState {
         self.segments
             .iter()
             .enumerate()
-            .filter(|(segment, info)| info.state == SegmentState::Sealed && !excluded.contains(&(*segment as u32)))
+            .filter(|(segment, info)| {
+                info.state == SegmentState::Sealed
+                    && !excluded.contains(&(*segment as u32))
+                    && self.batches_in_flight[*segment] == 0
+            })
             .map(|(segment, info)| {
                 let used = info.write_block.saturating_sub(1).max(1);
                 let dead = used.saturating_sub(info.live_blocks);
@@ -262,6 +296,10 @@ impl AgState {
 
     /// Marks an emptied sealed segment freed (reusable after the next checkpoint).
     pub fn mark_freed(&mut self, segment: u32) {
+        assert_eq!(
+            self.batches_in_flight[segment as usize], 0,
+            "freeing segment {segment} with batches in flight"
+        );
         let info = &mut self.segments[segment as usize];
         assert_eq!(
             info.live_blocks, 0,
@@ -275,9 +313,9 @@ impl AgState {
     /// how many.
     pub fn free_dead_sealed(&mut self) -> usize {
         let mut freed = 0;
-        for info in &mut self.segments {
-            if info.state == SegmentState::Sealed && info.live_blocks == 0 {
-                info.state = SegmentState::Freed;
+        for segment in 0..self.segments.len() {
+            if self.is_reclaimable(segment as u32) {
+                self.segments[segment].state = SegmentState::Freed;
                 freed += 1;
             }
         }
@@ -351,6 +389,7 @@ mod tests {
             }
         };
         let (segment, _, first_block, _) = reserved;
+        state.batch_retired(segment);
         state.apply_put(
             locator,
             Extent {
@@ -425,6 +464,21 @@ mod tests {
                 prop_assert!(active_is_active);
             }
         }
+    }
+
+    #[test]
+    fn a_segment_with_batches_in_flight_is_never_freed() {
+        let mut state = AgState::new(3, 8);
+        state.allocate_segment().unwrap();
+        // A batch is reserved in segment 0, then the segment is sealed by a switch while
+        // the batch is still being written: no live extents yet, but not reclaimable.
+        let (segment, ..) = state.reserve_in_active(4).unwrap();
+        state.allocate_segment().unwrap();
+        assert_eq!(state.compaction_candidate(0.0), None);
+        assert_eq!(state.free_dead_sealed(), 0);
+        state.batch_retired(segment);
+        assert!(state.is_reclaimable(segment));
+        assert_eq!(state.free_dead_sealed(), 1);
     }
 
     #[test]

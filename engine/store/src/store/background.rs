@@ -5,10 +5,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::format::EntryKind;
-use crate::index::{Extent, SegmentState};
+use crate::index::Extent;
 use crate::{Locator, StoreError};
 
-use super::{Inner, ScrubReport};
+use super::{Inner, ScrubReport, MOVE_NOT_NEEDED};
 
 impl Inner {
     /// Sleeps `duration` or until the store stops; false when stopping.
@@ -75,7 +75,10 @@ impl Inner {
             let buffer = self.read_extent(&extent).await?;
             let bytes = &buffer.full()[..extent.bytes as usize];
             if crc32c::crc32c(bytes) != extent.crc {
-                self.mark_corrupt(&locator);
+                // Only if it did not move while we read (as `get` and scrub check).
+                if self.state.borrow().index.get(&locator) == Some(&extent) {
+                    self.mark_corrupt(&locator);
+                }
                 continue;
             }
             if paced && !self.spend_budget(u64::from(extent.blocks()) * 4096).await {
@@ -86,7 +89,7 @@ impl Inner {
             if !self.still_movable(&locator, &extent) {
                 continue;
             }
-            let receiver = self
+            let queued = self
                 .enqueue(
                     EntryKind::Put,
                     locator,
@@ -95,15 +98,19 @@ impl Inner {
                     Some(extent),
                     std::time::Instant::now(),
                 )
-                .await?;
-            replies.push(receiver);
+                .await;
+            match queued {
+                Ok(receiver) => replies.push(receiver),
+                // Deleted or replaced while the move waited for room: nothing to move.
+                Err(StoreError::Busy(reason)) if reason == MOVE_NOT_NEEDED => continue,
+                Err(error) => return Err(error),
+            }
         }
         for receiver in replies {
             receiver.await.unwrap_or_else(|| Err(self.stopped_error()))?;
         }
         let mut state = self.state.borrow_mut();
-        let info = &state.segments[segment as usize];
-        if info.state == SegmentState::Sealed && info.live_blocks == 0 {
+        if state.is_reclaimable(segment) {
             state.mark_freed(segment);
             drop(state);
             self.stats.borrow_mut().compactions += 1;

@@ -371,7 +371,10 @@ impl FragmentStore {
         let bytes = data.len() as u32;
         let stored = inner.state.borrow().index.get(&locator).copied();
         // A stored extent known to be corrupt may be written again (a repair).
-        let stored_intact = stored.filter(|_| !inner.corrupt.borrow().contains(&locator));
+        // So may one that a queued delete is about to remove: the new put lands after it.
+        let stored_intact = stored.filter(|_| {
+            !inner.corrupt.borrow().contains(&locator) && !inner.pending_deletes.borrow().contains_key(&locator)
+        });
         if let Some(existing) = stored_intact {
             return if existing.bytes == bytes && existing.crc == crc {
                 Ok(())
@@ -601,6 +604,12 @@ fn fit_config(mut config: StoreConfig, superblock: &Superblock) -> StoreConfig {
     config
 }
 
+/// Marks a corrupt extent in a checkpoint entry's segment field (segments < 2^31).
+pub(crate) const CHECKPOINT_CORRUPT_BIT: u32 = 1 << 31;
+
+/// Why a compaction move was dropped before queueing (the fragment changed meanwhile).
+const MOVE_NOT_NEEDED: &str = "compaction move no longer needed";
+
 fn padded_bytes(bytes: usize) -> usize {
     bytes.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
 }
@@ -708,8 +717,16 @@ impl Inner {
         let blocks = if kind == EntryKind::Put { blocks_for(bytes) } else { 0 };
         let payload_blocks_max = (self.config.batch_payload_bytes_max / BLOCK_BYTES) as u32;
         loop {
-            self.check_writable()
-                .or_else(|error| if expected.is_some() { Ok(()) } else { Err(error) })?;
+            // Moves too: one queued after the committer stopped would never be answered.
+            self.check_writable()?;
+            if let Some(expected) = expected {
+                // Checked again right before queueing, with no await in between: a delete
+                // queued before this move would otherwise be undone by it at replay.
+                let still_there = self.state.borrow().index.get(&locator) == Some(&expected);
+                if !still_there || self.pending_deletes.borrow().contains_key(&locator) {
+                    return Err(StoreError::Busy(MOVE_NOT_NEEDED.to_string()));
+                }
+            }
             {
                 let mut pending = self.pending.borrow_mut();
                 // An empty batch takes any fragment, even one larger than a batch.
@@ -901,11 +918,18 @@ impl Inner {
             task_inner.commit_notify.notify();
         });
         if let Err(error) = spawned {
-            // Could not even start the write: the log is now ambiguous past this batch.
-            self.fail(format!("cannot start a batch write: {error}"));
-            if let Some(mut last) = self.in_flight.borrow_mut().pop_back() {
-                for reply in last.replies.iter_mut().filter_map(Option::take) {
-                    reply.send(Err(self.stopped_error()));
+            // Nothing was written and nothing awaited since the reservation: take it back
+            // (no hole in the log) and refuse the batch as retryable.
+            let last = self.in_flight.borrow_mut().pop_back();
+            if let Some(mut last) = last {
+                self.state.borrow_mut().unreserve(segment, blocks);
+                for (entry, reply) in last.entries.iter().zip(last.replies.iter_mut()) {
+                    if entry.kind == EntryKind::Delete {
+                        self.forget_pending_delete(&entry.locator);
+                    }
+                    if let Some(reply) = reply.take() {
+                        reply.send(Err(StoreError::Busy(format!("cannot start a batch write: {error}"))));
+                    }
                 }
             }
         }
@@ -970,11 +994,17 @@ impl Inner {
         header.encode(block.full_mut());
         let offset = self.superblock.segment_offset(self.ag, segment);
         let (written, _) = self.file.write_all_at(block, offset).await;
-        written.map_err(|error| StoreError::io(&self.path, "writing a segment header", error))?;
-        self.file
-            .sync_data()
-            .await
-            .map_err(|error| StoreError::io(&self.path, "flushing a segment header", error))?;
+        let durable = match written {
+            Ok(()) => self.file.sync_data().await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = durable {
+            // The segment is active but its header may not be on the device: writing
+            // batches behind it could lose them at replay. Stop writing.
+            let error = StoreError::io(&self.path, "writing a segment header", error);
+            self.fail(error.to_string());
+            return Err(error);
+        }
         self.stats.borrow_mut().flushes += 1;
         self.state
             .borrow_mut()
@@ -1014,6 +1044,7 @@ impl Inner {
     }
 
     fn fail_batch(&self, mut batch: InFlight) {
+        self.state.borrow_mut().batch_retired(batch.segment);
         for (entry, reply) in batch.entries.iter().zip(batch.replies.iter_mut()) {
             if entry.kind == EntryKind::Delete {
                 self.forget_pending_delete(&entry.locator);
@@ -1028,6 +1059,7 @@ impl Inner {
         let now = Instant::now();
         {
             let mut state = self.state.borrow_mut();
+            state.batch_retired(batch.segment);
             let mut stats = self.stats.borrow_mut();
             stats.batches += 1;
             for (position, entry) in batch.entries.iter().enumerate() {
@@ -1117,15 +1149,23 @@ impl Inner {
             let mut encoded = 0;
             {
                 let state = self.state.borrow();
+                let corrupt = self.corrupt.borrow();
                 let lower = cursor.map_or(Bound::Unbounded, Bound::Excluded);
                 for (locator, extent) in state
                     .index
                     .range((lower, Bound::Unbounded))
                     .take(CHECKPOINT_SLICE_ENTRIES)
                 {
+                    // The top bit of the segment field carries the corrupt mark, so a
+                    // damaged extent stays refused (and rewritable) after a reopen.
+                    let corrupt_bit = if corrupt.contains(locator) {
+                        CHECKPOINT_CORRUPT_BIT
+                    } else {
+                        0
+                    };
                     encode_checkpoint_entry(
                         locator,
-                        extent.segment,
+                        extent.segment | corrupt_bit,
                         extent.block,
                         extent.bytes,
                         extent.crc,

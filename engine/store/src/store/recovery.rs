@@ -25,7 +25,7 @@ use crate::format::{
 use crate::index::{AgState, Extent, SegmentInfo, SegmentState};
 use crate::StoreError;
 
-use super::Inner;
+use super::{Inner, CHECKPOINT_CORRUPT_BIT};
 
 use kiseki_runtime::{dma_buffer, DmaBuf};
 
@@ -47,7 +47,8 @@ impl Inner {
             }
             None => (0, 0, 1),
         };
-        let headers = self.read_segment_headers().await?;
+        let known_sequences: Vec<u64> = self.state.borrow().segments.iter().map(|info| info.sequence).collect();
+        let headers = self.read_segment_headers(&known_sequences).await?;
         let mut to_replay: Vec<(u32, u64)> = headers
             .iter()
             .enumerate()
@@ -186,8 +187,13 @@ impl Inner {
                 live_blocks: 0,
             };
         }
+        let mut corrupt = Vec::new();
         for raw in body[..entries_end].chunks_exact(CHECKPOINT_ENTRY_BYTES) {
-            let (locator, segment, block, bytes, crc) = decode_checkpoint_entry(raw);
+            let (locator, segment_field, block, bytes, crc) = decode_checkpoint_entry(raw);
+            let segment = segment_field & !CHECKPOINT_CORRUPT_BIT;
+            if segment_field & CHECKPOINT_CORRUPT_BIT != 0 {
+                corrupt.push(locator);
+            }
             let extent = Extent {
                 segment,
                 block,
@@ -203,12 +209,15 @@ impl Inner {
             state.apply_put(locator, extent);
         }
         state.next_sequence = header.next_segment_sequence.max(1);
+        let mut marks = self.corrupt.borrow_mut();
+        marks.clear();
+        marks.extend(corrupt);
         Ok(Some(state))
     }
 
     /// Reads every segment's header: `Some(sequence)` for a segment in use by this
     /// allocation group of this format, `None` for unused or stale ones.
-    async fn read_segment_headers(&self) -> Result<Vec<Option<u64>>, StoreError> {
+    async fn read_segment_headers(&self, known_sequences: &[u64]) -> Result<Vec<Option<u64>>, StoreError> {
         let mut headers = Vec::with_capacity(self.superblock.segments_per_ag as usize);
         for segment in 0..self.superblock.segments_per_ag {
             let offset = self.superblock.segment_offset(self.ag, segment);
@@ -221,7 +230,14 @@ impl Inner {
                 }
                 Err(error) => {
                     // Torn (never used) or corrupt (used): a valid first batch tells.
-                    if self.first_batch_is_ours(segment).await? {
+                    // Batches of an earlier use (at or below the sequence the checkpoint
+                    // knew) are stale: only a newer first batch proves the header mattered.
+                    let known = known_sequences.get(segment as usize).copied().unwrap_or(0);
+                    if self
+                        .first_batch_is_ours(segment)
+                        .await?
+                        .is_some_and(|sequence| sequence > known)
+                    {
                         return Err(StoreError::CorruptSegment {
                             device: self.path.clone(),
                             ag: self.ag,
@@ -241,14 +257,15 @@ impl Inner {
         Ok(headers)
     }
 
-    async fn first_batch_is_ours(&self, segment: u32) -> Result<bool, StoreError> {
+    /// The segment sequence named by a valid first batch of this segment, if any.
+    async fn first_batch_is_ours(&self, segment: u32) -> Result<Option<u64>, StoreError> {
         let offset = self.superblock.segment_offset(self.ag, segment) + BLOCK_BYTES as u64;
         let block = read_blocks(self, offset, BLOCK_BYTES, "reading a batch header").await?;
         let Ok(header_blocks) = BatchHeader::peek_header_blocks(block.full()) else {
-            return Ok(false);
+            return Ok(None);
         };
         if header_blocks as u64 + 1 > u64::from(self.superblock.segment_blocks()) {
-            return Ok(false);
+            return Ok(None);
         }
         let header = read_blocks(
             self,
@@ -258,13 +275,15 @@ impl Inner {
         )
         .await?;
         Ok(match BatchHeader::decode(header.full()) {
-            Ok((header, _)) => {
-                header.device_uuid == self.superblock.device_uuid
+            Ok((header, _))
+                if header.device_uuid == self.superblock.device_uuid
                     && header.ag == self.ag
                     && header.segment == segment
-                    && header.batch_index == 0
+                    && header.batch_index == 0 =>
+            {
+                Some(header.segment_sequence)
             }
-            Err(_) => false,
+            _ => None,
         })
     }
 
@@ -345,8 +364,14 @@ impl Inner {
                             bytes: entry.payload_bytes,
                             crc: entry.payload_crc,
                         };
+                        let intact = bytes.is_some_and(|bytes| crc32c::crc32c(bytes) == entry.payload_crc);
+                        if !intact && state.index.contains_key(&entry.locator) {
+                            // A torn second copy (a compaction move, a repeated put) never
+                            // replaces the copy already indexed.
+                            continue;
+                        }
                         state.apply_put(entry.locator, extent);
-                        if bytes.is_none_or(|bytes| crc32c::crc32c(bytes) != entry.payload_crc) {
+                        if !intact {
                             // Either a torn put that was never acknowledged, or damage to one
                             // that was: it stays indexed but is reported corrupt (I-E2), so a
                             // repair can rewrite it and a read never returns it.
