@@ -201,9 +201,11 @@ pub fn format_device(path: &Path, options: &FormatOptions) -> Result<Superblock,
             .open(path)
             .map_err(|error| StoreError::io(path, "creating the device file", error))?;
         if file.metadata().map(|metadata| metadata.len()).unwrap_or(0) < bytes {
-            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes)
-                .or_else(|_| file.set_len(bytes).map_err(rustix::io::Errno::from_io_error_or_io))
-                .map_err(|errno| StoreError::io(path, "allocating the device file", errno.into()))?;
+            // Allocate the blocks now where the filesystem can; a sparse file otherwise.
+            if rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes).is_err() {
+                file.set_len(bytes)
+                    .map_err(|error| StoreError::io(path, "sizing the device file", error))?;
+            }
         }
     }
     if !options.force {
@@ -258,14 +260,4 @@ pub struct DeviceInfo {
     pub path: PathBuf,
     /// Its superblock.
     pub superblock: Superblock,
-}
-
-trait ErrnoFromIo {
-    fn from_io_error_or_io(error: std::io::Error) -> rustix::io::Errno;
-}
-
-impl ErrnoFromIo for rustix::io::Errno {
-    fn from_io_error_or_io(error: std::io::Error) -> rustix::io::Errno {
-        rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO)
-    }
 }
