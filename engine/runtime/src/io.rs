@@ -44,6 +44,27 @@ pub struct DmaFile {
     direct: bool,
 }
 
+/// Builds a read or write SQE for `self`: the `*Fixed` opcode for a buffer in the
+/// registered arena, `types::Fixed` for a file registered with the ring.
+macro_rules! rw_entry {
+    ($file:ident, $fixed_op:ident, $plain_op:ident, $registered:expr, $pointer:expr, $len:expr, $offset:expr) => {
+        match ($registered, $file.fixed_index) {
+            (true, Some(index)) => opcode::$fixed_op::new(types::Fixed(index), $pointer, $len, 0)
+                .offset($offset)
+                .build(),
+            (true, None) => opcode::$fixed_op::new(types::Fd($file.file.as_raw_fd()), $pointer, $len, 0)
+                .offset($offset)
+                .build(),
+            (false, Some(index)) => opcode::$plain_op::new(types::Fixed(index), $pointer, $len)
+                .offset($offset)
+                .build(),
+            (false, None) => opcode::$plain_op::new(types::Fd($file.file.as_raw_fd()), $pointer, $len)
+                .offset($offset)
+                .build(),
+        }
+    };
+}
+
 /// An in-flight ring operation.
 struct Op {
     slot: u32,
@@ -154,20 +175,15 @@ impl DmaFile {
             return (Err(error), buffer);
         }
         let pointer = buffer.as_mut_ptr();
-        let entry = match (buffer.is_registered(), self.fixed_index) {
-            (true, Some(index)) => opcode::ReadFixed::new(types::Fixed(index), pointer, len as u32, 0)
-                .offset(offset)
-                .build(),
-            (true, None) => opcode::ReadFixed::new(types::Fd(self.file.as_raw_fd()), pointer, len as u32, 0)
-                .offset(offset)
-                .build(),
-            (false, Some(index)) => opcode::Read::new(types::Fixed(index), pointer, len as u32)
-                .offset(offset)
-                .build(),
-            (false, None) => opcode::Read::new(types::Fd(self.file.as_raw_fd()), pointer, len as u32)
-                .offset(offset)
-                .build(),
-        };
+        let entry = rw_entry!(
+            self,
+            ReadFixed,
+            Read,
+            buffer.is_registered(),
+            pointer,
+            len as u32,
+            offset
+        );
         // SAFETY: the entry points only into `buffer`, which the op owns until completion.
         let op = match unsafe { submit(entry, Some(buffer)) } {
             Ok(op) => op,
@@ -241,20 +257,15 @@ impl DmaFile {
         }
         // SAFETY: buffer_start + len lies within the buffer's capacity (checked above).
         let pointer = unsafe { buffer.as_mut_ptr().add(buffer_start) }.cast_const();
-        let entry = match (buffer.is_registered(), self.fixed_index) {
-            (true, Some(index)) => opcode::WriteFixed::new(types::Fixed(index), pointer, len as u32, 0)
-                .offset(offset)
-                .build(),
-            (true, None) => opcode::WriteFixed::new(types::Fd(self.file.as_raw_fd()), pointer, len as u32, 0)
-                .offset(offset)
-                .build(),
-            (false, Some(index)) => opcode::Write::new(types::Fixed(index), pointer, len as u32)
-                .offset(offset)
-                .build(),
-            (false, None) => opcode::Write::new(types::Fd(self.file.as_raw_fd()), pointer, len as u32)
-                .offset(offset)
-                .build(),
-        };
+        let entry = rw_entry!(
+            self,
+            WriteFixed,
+            Write,
+            buffer.is_registered(),
+            pointer,
+            len as u32,
+            offset
+        );
         // SAFETY: the entry points only into `buffer`, which the op owns until completion.
         let op = match unsafe { submit(entry, Some(buffer)) } {
             Ok(op) => op,
