@@ -540,3 +540,32 @@ fn concurrent_puts_of_other_bytes_under_one_locator_are_refused() {
         store.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_cancelled_put_still_holds_its_locator_until_it_retires() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = device(directory.path(), 16, 256);
+    run(async move {
+        let store = FragmentStore::open(&path, 0, small_config()).await.unwrap();
+        // Polled once (queued), then dropped by the caller before its reply.
+        let cancelled = kiseki_runtime::timeout(std::time::Duration::ZERO, store.put(locator(1), b"first")).await;
+        assert!(cancelled.is_none(), "the put was still waiting for durability");
+        // The queued record still claims the locator: other bytes are refused.
+        assert!(matches!(
+            store.put(locator(1), b"other").await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        store.put(locator(1), b"first").await.unwrap();
+        assert_eq!(store.get(&locator(1), None).await.unwrap().as_slice(), b"first");
+        // A cancelled delete releases nothing it did not take: the fragment stays movable
+        // and deletable.
+        let cancelled = kiseki_runtime::timeout(std::time::Duration::ZERO, store.delete(&locator(1))).await;
+        assert!(cancelled.is_none());
+        store.checkpoint_now().await.unwrap();
+        assert!(matches!(
+            store.delete(&locator(1)).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        store.close().await.unwrap();
+    });
+}

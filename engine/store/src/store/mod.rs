@@ -394,15 +394,19 @@ impl FragmentStore {
             .entry(locator)
             .or_insert((bytes, crc, 0))
             .2 += 1;
-        let result = match inner
+        // Until the record is queued this call owns the mark (released if the caller
+        // drops it); once queued, the batch's retirement releases it.
+        let mut pending = PendingGuard::put(inner, locator);
+        match inner
             .enqueue(EntryKind::Put, locator, Some(data), crc, None, started)
             .await
         {
-            Ok(receiver) => receiver.await.unwrap_or_else(|| Err(inner.stopped_error())),
+            Ok(receiver) => {
+                pending.disarm();
+                receiver.await.unwrap_or_else(|| Err(inner.stopped_error()))
+            }
             Err(error) => Err(error),
-        };
-        inner.forget_pending_put(&locator);
-        result
+        }
     }
 
     /// Deletes the fragment; resolves once the tombstone is durable.
@@ -413,17 +417,18 @@ impl FragmentStore {
             return Err(StoreError::NotFound { locator: *locator });
         }
         *inner.pending_deletes.borrow_mut().entry(*locator).or_insert(0) += 1;
-        let receiver = inner
+        // As for puts: this call owns the mark until the tombstone is queued.
+        let mut pending = PendingGuard::delete(inner, *locator);
+        match inner
             .enqueue(EntryKind::Delete, *locator, None, 0, None, Instant::now())
-            .await;
-        let result = match receiver {
-            Ok(receiver) => receiver.await.unwrap_or_else(|| Err(inner.stopped_error())),
-            Err(error) => {
-                inner.forget_pending_delete(locator);
-                Err(error)
+            .await
+        {
+            Ok(receiver) => {
+                pending.disarm();
+                receiver.await.unwrap_or_else(|| Err(inner.stopped_error()))
             }
-        };
-        result
+            Err(error) => Err(error),
+        }
     }
 
     /// Reads `range` of the fragment (all of it with `None`), verified against its CRC32C.
@@ -604,6 +609,49 @@ fn fit_config(mut config: StoreConfig, superblock: &Superblock) -> StoreConfig {
     config
 }
 
+/// Forgets a pending put or delete when dropped (also when a caller cancels).
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    locator: Locator,
+    kind: EntryKind,
+    armed: bool,
+}
+
+impl<'a> PendingGuard<'a> {
+    fn put(inner: &'a Inner, locator: Locator) -> PendingGuard<'a> {
+        PendingGuard {
+            inner,
+            locator,
+            kind: EntryKind::Put,
+            armed: true,
+        }
+    }
+
+    fn delete(inner: &'a Inner, locator: Locator) -> PendingGuard<'a> {
+        PendingGuard {
+            inner,
+            locator,
+            kind: EntryKind::Delete,
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            match self.kind {
+                EntryKind::Put => self.inner.forget_pending_put(&self.locator),
+                EntryKind::Delete => self.inner.forget_pending_delete(&self.locator),
+            }
+        }
+    }
+}
+
 /// Marks a corrupt extent in a checkpoint entry's segment field (segments < 2^31).
 pub(crate) const CHECKPOINT_CORRUPT_BIT: u32 = 1 << 31;
 
@@ -659,6 +707,16 @@ impl Inner {
         self.state
             .borrow()
             .compaction_candidate_excluding(self.config.compaction_dead_ratio_min, &stuck)
+    }
+
+    /// A queued record left the pipeline (retired, failed or refused): release the
+    /// pending mark its caller took (compaction moves take none).
+    fn forget_pending(&self, entry: &BatchEntry, is_move: bool) {
+        match entry.kind {
+            EntryKind::Delete => self.forget_pending_delete(&entry.locator),
+            EntryKind::Put if !is_move => self.forget_pending_put(&entry.locator),
+            EntryKind::Put => {}
+        }
     }
 
     fn forget_pending_put(&self, locator: &Locator) {
@@ -844,10 +902,8 @@ impl Inner {
 
     fn fail_pending(&self) {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        for (entry, reply) in pending.entries.iter().zip(pending.replies) {
-            if entry.kind == EntryKind::Delete {
-                self.forget_pending_delete(&entry.locator);
-            }
+        for ((entry, reply), expected) in pending.entries.iter().zip(pending.replies).zip(&pending.expected) {
+            self.forget_pending(entry, expected.is_some());
             if let Some(reply) = reply {
                 reply.send(Err(self.stopped_error()));
             }
@@ -865,10 +921,10 @@ impl Inner {
             Ok(reserved) => reserved,
             Err(error) => {
                 tracing::warn!(device = %self.path.display(), ag = self.ag, %error, "batch refused");
-                for (entry, reply) in batch.entries.iter().zip(batch.replies.iter_mut()) {
-                    if entry.kind == EntryKind::Delete {
-                        self.forget_pending_delete(&entry.locator);
-                    }
+                for ((entry, reply), expected) in
+                    batch.entries.iter().zip(batch.replies.iter_mut()).zip(&batch.expected)
+                {
+                    self.forget_pending(entry, expected.is_some());
                     if let Some(reply) = reply.take() {
                         reply.send(Err(clone_error(&error)));
                     }
@@ -923,10 +979,8 @@ impl Inner {
             let last = self.in_flight.borrow_mut().pop_back();
             if let Some(mut last) = last {
                 self.state.borrow_mut().unreserve(segment, blocks);
-                for (entry, reply) in last.entries.iter().zip(last.replies.iter_mut()) {
-                    if entry.kind == EntryKind::Delete {
-                        self.forget_pending_delete(&entry.locator);
-                    }
+                for ((entry, reply), expected) in last.entries.iter().zip(last.replies.iter_mut()).zip(&last.expected) {
+                    self.forget_pending(entry, expected.is_some());
                     if let Some(reply) = reply.take() {
                         reply.send(Err(StoreError::Busy(format!("cannot start a batch write: {error}"))));
                     }
@@ -1045,10 +1099,8 @@ impl Inner {
 
     fn fail_batch(&self, mut batch: InFlight) {
         self.state.borrow_mut().batch_retired(batch.segment);
-        for (entry, reply) in batch.entries.iter().zip(batch.replies.iter_mut()) {
-            if entry.kind == EntryKind::Delete {
-                self.forget_pending_delete(&entry.locator);
-            }
+        for ((entry, reply), expected) in batch.entries.iter().zip(batch.replies.iter_mut()).zip(&batch.expected) {
+            self.forget_pending(entry, expected.is_some());
             if let Some(reply) = reply.take() {
                 reply.send(Err(self.stopped_error()));
             }
@@ -1100,8 +1152,8 @@ impl Inner {
                 }
             }
         }
-        for entry in batch.entries.iter().filter(|entry| entry.kind == EntryKind::Delete) {
-            self.forget_pending_delete(&entry.locator);
+        for (entry, expected) in batch.entries.iter().zip(&batch.expected) {
+            self.forget_pending(entry, expected.is_some());
         }
         self.bytes_since_checkpoint
             .set(self.bytes_since_checkpoint.get() + batch.bytes);
