@@ -109,7 +109,9 @@ impl<T> MeshEndpoint<T> {
         })
     }
 
-    /// Receives the next message of this core's inbox; `None` once every sender is gone.
+    /// Receives the next message of this core's inbox. Every endpoint holds a sender to
+    /// every inbox (its own too), so this waits as long as the mesh exists; `None` only if
+    /// the channel is torn down.
     pub async fn recv(&self) -> Option<Envelope<T>> {
         self.inbox.recv_async().await.ok()
     }

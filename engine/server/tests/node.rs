@@ -62,6 +62,15 @@ fn get(address: &str, path: &str) -> (String, String) {
     (head.lines().next().unwrap().to_string(), body.to_string())
 }
 
+/// `kiseki-server run` that is expected to refuse the device and exit.
+fn run_refused(device: &Path, cores: &str) -> std::process::Output {
+    Command::new(SERVER)
+        .args(["run", "--cores", cores, "--metrics-addr", "127.0.0.1:0", "--device"])
+        .arg(device)
+        .output()
+        .unwrap()
+}
+
 fn stop(mut child: Child) {
     let status = Command::new("kill")
         .arg("-TERM")
@@ -114,11 +123,7 @@ fn operator_mistakes_get_clear_errors() {
     );
     assert!(format(&device, &["--force-format"]).status.success());
     // Running with another core count than the format is refused.
-    let output = Command::new(SERVER)
-        .args(["run", "--cores", "2", "--metrics-addr", "127.0.0.1:0", "--device"])
-        .arg(&device)
-        .output()
-        .unwrap();
+    let output = run_refused(&device, "2");
     assert!(!output.status.success());
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("formatted for 1 cores"), "{message}");
@@ -127,11 +132,7 @@ fn operator_mistakes_get_clear_errors() {
     let mut content = b"not a kiseki device".to_vec();
     content.resize(64 << 20, 7);
     std::fs::write(&foreign, content).unwrap();
-    let output = Command::new(SERVER)
-        .args(["run", "--cores", "1", "--metrics-addr", "127.0.0.1:0", "--device"])
-        .arg(&foreign)
-        .output()
-        .unwrap();
+    let output = run_refused(&foreign, "1");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("foreign data"));
     assert!(!format(&foreign, &[]).status.success());
