@@ -15,6 +15,17 @@
 //! single group-reported job into a [`FioResult`]. The device must already exist and, if
 //! it is a regular file, hold `numjobs × size_bytes` bytes: otherwise fio would quietly
 //! create or extend it ("laying out IO file") and measure something else.
+//!
+//! The metadata profiles (`meta-*.fio`, for `kiseki bench meta`) work on files in a
+//! directory instead of a device; [`run_in_directory`] sets their variables from a
+//! [`FioDirectoryRun`]:
+//!
+//! | variable | fio option | meaning |
+//! |---|---|---|
+//! | `KISEKI_FIO_DIRECTORY` | `directory` | where the jobs create (or stat) their files |
+//! | `KISEKI_FIO_NRFILES` | `nrfiles` | files per job |
+//! | `KISEKI_FIO_RUNTIME` | `runtime` | seconds (at most, or exactly with `time_based`) |
+//! | `KISEKI_FIO_NUMJOBS` | `numjobs` | parallel jobs |
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,6 +41,10 @@ pub const RANDREAD_4K: &str = "engine-randread-4k.fio";
 pub const SEQWRITE_1M: &str = "engine-seqwrite-1m.fio";
 /// 1 MiB sequential reads, queue depth 8 per job.
 pub const SEQREAD_1M: &str = "engine-seqread-1m.fio";
+/// File creates (`ioengine=filecreate`: open with `O_CREAT`, close; no data, no flush).
+pub const META_FILECREATE: &str = "meta-filecreate.fio";
+/// `stat(2)` of existing files (`ioengine=filestat`).
+pub const META_FILESTAT: &str = "meta-filestat.fio";
 
 /// The file [`profiles_dir`] looks for to recognise a `fio-profiles/` directory.
 const MARKER: &str = "engine-randread-4k.fio";
@@ -124,41 +139,97 @@ pub fn run(run: &FioRun) -> anyhow::Result<FioResult> {
     if run.numjobs == 0 || run.size_bytes == 0 || run.runtime_s == 0 {
         bail!("fio run needs numjobs, size_bytes and runtime_s > 0: {run:?}");
     }
-    let profile = profiles_dir().join(&run.profile);
-    if !profile.is_file() {
-        bail!(
-            "fio profile {} not found (set KISEKI_FIO_PROFILES to the fio-profiles directory)",
-            profile.display()
-        );
-    }
     // fio splits `filename` at ':' (several files); refuse rather than run on other files.
     if run.device.as_os_str().as_encoded_bytes().contains(&b':') {
         bail!("fio device path must not contain ':': {}", run.device.display());
     }
+    let profile = profile_path(&run.profile)?;
     check_device(run)?;
+    let size = run.size_bytes.to_string();
+    let runtime = run.runtime_s.to_string();
+    let numjobs = run.numjobs.to_string();
+    let environment = [
+        ("KISEKI_FIO_DEVICE", run.device.as_os_str()),
+        ("KISEKI_FIO_SIZE", size.as_ref()),
+        ("KISEKI_FIO_RUNTIME", runtime.as_ref()),
+        ("KISEKI_FIO_NUMJOBS", numjobs.as_ref()),
+    ];
+    let what = format!("fio {} on {}", run.profile, run.device.display());
+    execute(&profile, &environment, &what)
+}
 
+/// One fio run of a metadata profile on the files of a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FioDirectoryRun {
+    /// Job file name inside [`profiles_dir`], e.g. [`META_FILECREATE`].
+    pub profile: String,
+    /// Directory of the files (`KISEKI_FIO_DIRECTORY`). Must exist.
+    pub directory: PathBuf,
+    /// Files per job (`KISEKI_FIO_NRFILES`).
+    pub files_per_job: u64,
+    /// Seconds to run (`KISEKI_FIO_RUNTIME`): a cap for creates, the duration for stats.
+    pub runtime_s: u32,
+    /// Parallel jobs (`KISEKI_FIO_NUMJOBS`), all in the one directory.
+    pub numjobs: usize,
+}
+
+/// Runs one metadata profile in `run.directory` and returns its figures (creates count
+/// as writes, stats as reads).
+pub fn run_in_directory(run: &FioDirectoryRun) -> anyhow::Result<FioResult> {
+    if run.numjobs == 0 || run.files_per_job == 0 || run.runtime_s == 0 {
+        bail!("fio run needs numjobs, files_per_job and runtime_s > 0: {run:?}");
+    }
+    // fio splits `directory` at ':' as it does `filename`.
+    if run.directory.as_os_str().as_encoded_bytes().contains(&b':') {
+        bail!("fio directory path must not contain ':': {}", run.directory.display());
+    }
+    if !run.directory.is_dir() {
+        bail!("fio directory {} does not exist", run.directory.display());
+    }
+    let profile = profile_path(&run.profile)?;
+    let files = run.files_per_job.to_string();
+    let runtime = run.runtime_s.to_string();
+    let numjobs = run.numjobs.to_string();
+    let environment = [
+        ("KISEKI_FIO_DIRECTORY", run.directory.as_os_str()),
+        ("KISEKI_FIO_NRFILES", files.as_ref()),
+        ("KISEKI_FIO_RUNTIME", runtime.as_ref()),
+        ("KISEKI_FIO_NUMJOBS", numjobs.as_ref()),
+    ];
+    let what = format!("fio {} in {}", run.profile, run.directory.display());
+    execute(&profile, &environment, &what)
+}
+
+fn profile_path(profile: &str) -> anyhow::Result<PathBuf> {
+    let path = profiles_dir().join(profile);
+    if !path.is_file() {
+        bail!(
+            "fio profile {} not found (set KISEKI_FIO_PROFILES to the fio-profiles directory)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Runs `fio --output-format=json profile` with `environment` and parses its figures.
+fn execute(profile: &Path, environment: &[(&str, &std::ffi::OsStr)], what: &str) -> anyhow::Result<FioResult> {
     let output = Command::new("fio")
         .arg("--output-format=json")
-        .arg(&profile)
-        .env("KISEKI_FIO_DEVICE", &run.device)
-        .env("KISEKI_FIO_SIZE", run.size_bytes.to_string())
-        .env("KISEKI_FIO_RUNTIME", run.runtime_s.to_string())
-        .env("KISEKI_FIO_NUMJOBS", run.numjobs.to_string())
+        .arg(profile)
+        .envs(environment.iter().copied())
         .stdin(Stdio::null())
         .output()
         .context("cannot start fio (is it installed and on PATH?)")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let what = || format!("fio {} on {}", run.profile, run.device.display());
     if !output.status.success() {
         bail!(
-            "{} failed ({}): {}",
-            what(),
+            "{what} failed ({}): {}",
             output.status,
             nonempty(stderr.trim(), stdout.trim())
         );
     }
-    parse_output(&stdout).with_context(|| format!("{}; fio stderr: {}", what(), stderr.trim()))
+    parse_output(&stdout).with_context(|| format!("{what}; fio stderr: {}", stderr.trim()))
 }
 
 /// Refuses a missing device, and a regular file smaller than the jobs' regions.
@@ -383,6 +454,8 @@ mod tests {
         assert!(profiles_dir().join(RANDREAD_4K).is_file());
         assert!(profiles_dir().join(SEQWRITE_1M).is_file());
         assert!(profiles_dir().join(SEQREAD_1M).is_file());
+        assert!(profiles_dir().join(META_FILECREATE).is_file());
+        assert!(profiles_dir().join(META_FILESTAT).is_file());
     }
 
     /// Removes the test file however the test ends.
@@ -427,6 +500,39 @@ mod tests {
         assert!(result.read_bytes_per_s > 0.0);
         assert!(result.read_p50_us > 0.0 && result.read_p99_us >= result.read_p50_us);
         assert_eq!(result.write_iops, 0.0);
+    }
+
+    #[test]
+    fn runs_meta_profiles() {
+        if !fio_available() {
+            eprintln!("skipped: fio not installed");
+            return;
+        }
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let run_profile = |profile: &str, runtime_s| {
+            run_in_directory(&FioDirectoryRun {
+                profile: profile.to_string(),
+                directory: directory.path().to_path_buf(),
+                files_per_job: 100,
+                runtime_s,
+                numjobs: 2,
+            })
+        };
+        let create = run_profile(META_FILECREATE, 60).expect("fio filecreate");
+        assert!(create.write_iops > 0.0, "{create:?}");
+        assert_eq!(fs::read_dir(directory.path()).expect("read dir").count(), 200);
+        let stat = run_profile(META_FILESTAT, 1).expect("fio filestat");
+        assert!(stat.read_iops > 0.0 && stat.read_p99_us >= stat.read_p50_us, "{stat:?}");
+        let missing = directory.path().join("missing");
+        let error = run_in_directory(&FioDirectoryRun {
+            profile: META_FILECREATE.to_string(),
+            directory: missing,
+            files_per_job: 1,
+            runtime_s: 1,
+            numjobs: 1,
+        })
+        .expect_err("missing directory");
+        assert!(error.to_string().contains("does not exist"), "{error:#}");
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //! Every suite measures Kiseki and its baseline in the same invocation (fio on the same
 //! device, memcpy, each pipeline stage alone, ...) and reports [`report::Case`]s through
 //! one contract. Suites run on the calling machine; the engine suite pins one executor per
-//! core exactly as `kiseki-server` does. Nothing here asserts timing: figures are printed.
+//! core exactly as `kiseki-server` does; the meta suite starts real `kiseki-server`
+//! processes and drives them over the wire. Nothing here asserts timing: figures are
+//! printed.
 #![forbid(unsafe_code)]
 
 pub mod engine;
 pub mod fio;
+pub mod meta;
 pub mod pipeline;
 pub mod report;

@@ -6,6 +6,8 @@
 //! an operator's tool, not a data client: it may link the store for `bench engine`.
 #![forbid(unsafe_code)]
 
+mod certs;
+mod meta;
 mod up;
 
 use std::path::PathBuf;
@@ -26,6 +28,16 @@ struct Arguments {
 enum Command {
     /// Runs a local node on file-backed devices under a data directory until Ctrl-C.
     Up(up::UpOptions),
+    /// A development CA and certificates for mutual TLS.
+    Certs {
+        #[command(subcommand)]
+        command: certs::CertsCommand,
+    },
+    /// The metadata service: replica status, creates and lookups on a shard.
+    Meta {
+        #[command(subcommand)]
+        command: meta::MetaCommand,
+    },
     /// Runs a benchmark suite; prints each case with its baseline and ratio.
     Bench {
         #[command(subcommand)]
@@ -65,6 +77,9 @@ enum Suite {
         #[arg(long)]
         json: bool,
     },
+    /// Metadata service (real kiseki-server clusters on this machine) vs the state machine
+    /// alone and fio's filecreate/filestat.
+    Meta(MetaArguments),
     /// Chunk pipeline (chunk, key, encrypt, encode, CRC) vs its stages and memcpy.
     Pipeline {
         /// Highest core count to measure; default: all available.
@@ -82,7 +97,69 @@ enum Suite {
     },
 }
 
-/// Runs `suite` `repeat` times; each case's value and baseline are the medians of the runs.
+/// Options of `kiseki bench meta`.
+#[derive(Debug, clap::Args)]
+struct MetaArguments {
+    /// Parent of the working directory (device files, fio's files); default: the system's
+    /// temporary directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Topologies as NODESxCORES, comma separated; default: 1x1,1x2,3x1,3x2 (quick: 1x1,3x1).
+    #[arg(long, value_delimiter = ',')]
+    topologies: Vec<kiseki_bench::meta::Topology>,
+    /// Creates per scope (also the one-shard readdir directory's size); default 1M (quick 2000).
+    #[arg(long)]
+    files: Option<u64>,
+    /// Stats, renames and unlinks per scope; default 100k (quick 1000).
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Concurrent client streams (one session each); default 128 (quick 32).
+    #[arg(long)]
+    streams: Option<usize>,
+    /// Client threads (executors); default 2 (quick 1).
+    #[arg(long)]
+    client_threads: Option<usize>,
+    /// Size of each node's device file (sparse); default 64GiB (quick 2GiB).
+    #[arg(long, value_parser = parse_bytes)]
+    device_size: Option<u64>,
+    /// A short run (two topologies, small counts) for smoke tests.
+    #[arg(long)]
+    quick: bool,
+    /// Skip the fio baselines.
+    #[arg(long)]
+    no_fio: bool,
+    /// Runs the suite this many times and reports each case's median.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// One JSON object per case per line.
+    #[arg(long)]
+    json: bool,
+}
+
+impl MetaArguments {
+    fn options(&self) -> kiseki_bench::meta::MetaOptions {
+        let server = up::server_binary();
+        let mut options = if self.quick {
+            kiseki_bench::meta::MetaOptions::quick(server)
+        } else {
+            kiseki_bench::meta::MetaOptions::full(server)
+        };
+        options.directory.clone_from(&self.dir);
+        if !self.topologies.is_empty() {
+            options.topologies.clone_from(&self.topologies);
+        }
+        options.files = self.files.unwrap_or(options.files);
+        options.ops = self.ops.unwrap_or(options.ops);
+        options.streams = self.streams.unwrap_or(options.streams);
+        options.client_threads = self.client_threads.unwrap_or(options.client_threads);
+        options.device_bytes = self.device_size.unwrap_or(options.device_bytes);
+        options.skip_fio = self.no_fio;
+        options
+    }
+}
+
+/// Runs `suite` `repeat` times; each case's value and baseline are the medians of the runs
+/// (cases are matched by name: a run may leave some out, e.g. a topology that did not start).
 fn median_of_runs(repeat: usize, suite: impl Fn() -> anyhow::Result<Vec<Case>>) -> anyhow::Result<Vec<Case>> {
     let runs = (0..repeat.max(1))
         .map(|_| suite())
@@ -92,25 +169,17 @@ fn median_of_runs(repeat: usize, suite: impl Fn() -> anyhow::Result<Vec<Case>>) 
         values[values.len() / 2]
     };
     let mut cases = runs[0].clone();
-    for (position, case) in cases.iter_mut().enumerate() {
-        let values: Vec<f64> = runs
+    for case in &mut cases {
+        let same: Vec<&Case> = runs
             .iter()
-            .filter_map(|run| run.get(position))
-            .map(|run| run.value)
+            .filter_map(|run| {
+                run.iter()
+                    .find(|other| other.suite == case.suite && other.case == case.case)
+            })
             .collect();
-        let baselines = runs
-            .iter()
-            .filter_map(|run| run.get(position))
-            .map(|run| run.baseline_value)
-            .collect();
-        let ratios = runs
-            .iter()
-            .filter_map(|run| run.get(position))
-            .map(|run| run.ratio)
-            .collect();
-        case.value = median(values);
-        case.baseline_value = median(baselines);
-        case.ratio = median(ratios);
+        case.value = median(same.iter().map(|run| run.value).collect());
+        case.baseline_value = median(same.iter().map(|run| run.baseline_value).collect());
+        case.ratio = median(same.iter().map(|run| run.ratio).collect());
     }
     Ok(cases)
 }
@@ -128,6 +197,8 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(1);
     match arguments.command {
         Command::Up(options) => up::run(options),
+        Command::Meta { command } => meta::run(command),
+        Command::Certs { command } => certs::run(command),
         Command::Bench { suite } => match suite {
             Suite::Engine {
                 device,
@@ -151,6 +222,21 @@ fn main() -> anyhow::Result<()> {
                     skip_fio: no_fio,
                 };
                 print_all(&median_of_runs(repeat, || kiseki_bench::engine::run(&options))?, json);
+                Ok(())
+            }
+            Suite::Meta(arguments) => {
+                let options = arguments.options();
+                let failures = std::cell::RefCell::new(Vec::new());
+                let cases = median_of_runs(arguments.repeat, || {
+                    let report = kiseki_bench::meta::run(&options)?;
+                    failures.borrow_mut().extend(report.failures);
+                    Ok(report.cases)
+                })?;
+                print_all(&cases, arguments.json);
+                let failures = failures.into_inner();
+                if !failures.is_empty() {
+                    anyhow::bail!("not measured:\n  {}", failures.join("\n  "));
+                }
                 Ok(())
             }
             Suite::Pipeline {

@@ -1,7 +1,8 @@
-//! `kiseki up`: the embedded default. Today it formats file-backed devices under the
-//! data directory on first use and runs one storage node as a child process, printing
-//! where it listens; it stops the node on Ctrl-C or SIGTERM. The gateway, control plane,
-//! key server and `--nodes N` join as they are built.
+//! `kiseki up`: the embedded default. It formats file-backed devices under the data
+//! directory on first use, writes the cluster map, and runs `--nodes N` storage nodes as
+//! child processes (node k on 127.0.0.k), each hosting its shard replicas; it prints
+//! where they listen and stops them all on Ctrl-C or SIGTERM. The gateway, control
+//! plane and key server join as they are built.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -25,13 +26,22 @@ pub struct UpOptions {
     /// Size of each file-backed device.
     #[arg(long, default_value = "4GiB", value_parser = parse_bytes)]
     pub device_size: u64,
-    /// Metrics and health endpoint of the node.
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    pub metrics_addr: String,
+    /// Port of each node's metrics and health endpoint (node k on 127.0.0.k).
+    #[arg(long, default_value_t = 9090)]
+    pub metrics_port: u16,
+    /// Storage nodes to run, on 127.0.0.1 … 127.0.0.N.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u64,
+    /// Port of core 0 of every node; core c listens on port_base + c.
+    #[arg(long, default_value_t = 9100)]
+    pub port_base: u16,
+    /// Shards of the namespace (used when the cluster map is first written).
+    #[arg(long, default_value_t = 8)]
+    pub shards: u64,
 }
 
 /// The `kiseki-server` binary: beside this one, else on PATH.
-fn server_binary() -> PathBuf {
+pub fn server_binary() -> PathBuf {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|directory| directory.join("kiseki-server")));
@@ -74,13 +84,99 @@ fn format(path: &Path, cores: usize, bytes: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cluster map of the data directory: written on first start, then reused (its
+/// node count and cores must match the options).
+fn cluster_map(options: &UpOptions, cores: usize) -> anyhow::Result<PathBuf> {
+    let path = options.data_dir.join("cluster.json");
+    if path.exists() {
+        let map = kiseki_shard_host::ClusterMap::load(&path)?;
+        if map.nodes.len() as u64 != options.nodes || map.nodes.iter().any(|node| usize::from(node.cores) != cores) {
+            bail!(
+                "{} describes {} node(s) of {} core(s); start with matching --nodes/--cores or remove the data directory",
+                path.display(),
+                map.nodes.len(),
+                map.nodes.first().map_or(0, |node| node.cores)
+            );
+        }
+        return Ok(path);
+    }
+    let map = kiseki_shard_host::ClusterMap {
+        nodes: (1..=options.nodes)
+            .map(|id| kiseki_shard_host::NodeInfo {
+                id,
+                host: std::net::IpAddr::from([127, 0, 0, id as u8]),
+                port_base: options.port_base,
+                cores: cores as u16,
+            })
+            .collect(),
+        shards: options.shards,
+        replicas: 3.min(options.nodes as usize),
+    };
+    map.validate()?;
+    map.save(&path)?;
+    Ok(path)
+}
+
 pub fn run(options: UpOptions) -> anyhow::Result<()> {
     let cores = options.cores.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|count| count.get())
             .unwrap_or(1)
     });
-    let node_directory = options.data_dir.join("node-0");
+    if options.nodes == 0 || options.nodes > 250 {
+        bail!("--nodes must be between 1 and 250");
+    }
+    std::fs::create_dir_all(&options.data_dir).with_context(|| format!("creating {}", options.data_dir.display()))?;
+    let map = cluster_map(&options, cores)?;
+    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+    let mut children: Vec<Child> = Vec::new();
+    for node in 1..=options.nodes {
+        match start_node(&options, &map, node, cores) {
+            Ok(child) => children.push(child),
+            Err(error) => {
+                stop_all(&mut children);
+                return Err(error);
+            }
+        }
+    }
+    let port_base = kiseki_shard_host::ClusterMap::load(&map)?.nodes[0].port_base;
+    println!(
+        "kiseki up: {} node(s), {cores} core(s) each, map {}; try `kiseki meta status --seed 127.0.0.1:{port_base}`",
+        options.nodes,
+        map.display(),
+    );
+    println!(
+        "  stop with Ctrl-C; the data stays in {} for the next start",
+        options.data_dir.display()
+    );
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+    let handle = signals.handle();
+    let forwarder = std::thread::spawn(move || {
+        let mut signals = signals;
+        if signals.forever().next().is_some() {
+            // SIGTERM the nodes: they close their stores and write checkpoints.
+            for pid in pids {
+                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            }
+        }
+    });
+    let mut failed = None;
+    for (index, child) in children.iter_mut().enumerate() {
+        let status = child.wait()?;
+        if !status.success() && failed.is_none() {
+            failed = Some((index + 1, status));
+        }
+    }
+    handle.close();
+    let _ = forwarder.join();
+    if let Some((node, status)) = failed {
+        bail!("kiseki-server node {node} exited with {status}");
+    }
+    Ok(())
+}
+
+fn start_node(options: &UpOptions, map: &Path, node: u64, cores: usize) -> anyhow::Result<Child> {
+    let node_directory = options.data_dir.join(format!("node-{node}"));
     std::fs::create_dir_all(&node_directory).with_context(|| format!("creating {}", node_directory.display()))?;
     let mut devices = Vec::new();
     for index in 0..options.devices.max(1) {
@@ -94,38 +190,29 @@ pub fn run(options: UpOptions) -> anyhow::Result<()> {
         .arg("--cores")
         .arg(cores.to_string())
         .arg("--metrics-addr")
-        .arg(&options.metrics_addr);
+        .arg(format!("127.0.0.{node}:{}", options.metrics_port))
+        .arg("--cluster")
+        .arg(map)
+        .arg("--node-id")
+        .arg(node.to_string());
     for device in &devices {
         command.arg("--device").arg(device);
     }
-    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
-    let mut child: Child = command
+    let child = command
         .spawn()
         .context("starting kiseki-server (is it built and beside kiseki?)")?;
     println!(
-        "kiseki up: node 0 (pid {}) on {} device(s) in {}",
+        "kiseki up: node {node} (pid {}) on {} device(s) in {}",
         child.id(),
         devices.len(),
         node_directory.display()
     );
-    println!(
-        "  stop with Ctrl-C; the data stays in {} for the next start",
-        options.data_dir.display()
-    );
-    let pid = child.id();
-    let handle = signals.handle();
-    let forwarder = std::thread::spawn(move || {
-        let mut signals = signals;
-        if signals.forever().next().is_some() {
-            // SIGTERM the child: it closes its stores and writes checkpoints.
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-        }
-    });
-    let status = child.wait()?;
-    handle.close();
-    let _ = forwarder.join();
-    if !status.success() {
-        bail!("kiseki-server exited with {status}");
+    Ok(child)
+}
+
+fn stop_all(children: &mut [Child]) {
+    for child in children.iter_mut() {
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = child.wait();
     }
-    Ok(())
 }

@@ -71,6 +71,11 @@ pub struct ExecutorStats {
 }
 
 const EVENTFD_USER_DATA: u64 = u64::MAX;
+/// Completions of `AsyncCancel` requests carry this; they wake nobody.
+const CANCEL_USER_DATA: u64 = u64::MAX - 1;
+/// The low 32 bits of an op's user data are its slot; the high bits a submission count,
+/// so a late cancel can never hit a newer op that reuses the slot.
+const SLOT_MASK: u64 = 0xffff_ffff;
 
 /// Task key: slab index in the low 32 bits, generation in the high 32 bits.
 type TaskKey = u64;
@@ -122,18 +127,29 @@ struct TaskSlot {
     name: &'static str,
 }
 
+/// Memory an operation owns until the kernel is done with it.
+pub(crate) enum OpBuffer {
+    /// A DMA buffer (file and device I/O).
+    Dma(DmaBuf),
+    /// Plain heap bytes (socket I/O, socket addresses).
+    Bytes(Vec<u8>),
+    /// No memory; the op's result is a new descriptor (accept), closed if nobody takes it.
+    ResultFd,
+}
+
 enum OpState {
     Pending {
         waker: Option<Waker>,
-        buffer: Option<DmaBuf>,
+        buffer: Option<OpBuffer>,
+        user_data: u64,
     },
     Done {
         result: i32,
-        buffer: Option<DmaBuf>,
+        buffer: Option<OpBuffer>,
     },
     /// The future was dropped; the buffer must live until the kernel is done with it.
     Abandoned {
-        _buffer: Option<DmaBuf>,
+        _buffer: Option<OpBuffer>,
     },
 }
 
@@ -354,7 +370,7 @@ impl Executor {
     /// # Safety
     /// Every buffer or pointer the entry refers to must stay valid until the completion
     /// for it is reaped. Buffers passed as `buffer` are kept alive by the op slot.
-    pub(crate) unsafe fn submit_op(&self, entry: squeue::Entry, buffer: Option<DmaBuf>) -> u32 {
+    pub(crate) unsafe fn submit_op(&self, entry: squeue::Entry, buffer: Option<OpBuffer>) -> u32 {
         let slot = match self.free_op_slots.borrow_mut().pop() {
             Some(slot) => slot,
             None => {
@@ -363,10 +379,20 @@ impl Executor {
                 (ops.len() - 1) as u32
             }
         };
-        self.ops.borrow_mut()[slot as usize] = Some(OpState::Pending { waker: None, buffer });
-        let entry = entry.user_data(u64::from(slot));
+        let submitted = {
+            let mut stats = self.stats.borrow_mut();
+            stats.ops_submitted += 1;
+            stats.ops_submitted
+        };
+        // Never equal to the eventfd or cancel markers: the count is at most 2^31 - 1.
+        let user_data = ((submitted & 0x7fff_ffff) << 32) | u64::from(slot);
+        self.ops.borrow_mut()[slot as usize] = Some(OpState::Pending {
+            waker: None,
+            buffer,
+            user_data,
+        });
+        let entry = entry.user_data(user_data);
         self.push_entry(&entry);
-        self.stats.borrow_mut().ops_submitted += 1;
         slot
     }
 
@@ -392,7 +418,7 @@ impl Executor {
     }
 
     /// Polls op `slot`: ready with the result and the buffer once completed.
-    pub(crate) fn poll_op(&self, slot: u32, context: &mut Context<'_>) -> Poll<(i32, Option<DmaBuf>)> {
+    pub(crate) fn poll_op(&self, slot: u32, context: &mut Context<'_>) -> Poll<(i32, Option<OpBuffer>)> {
         let mut ops = self.ops.borrow_mut();
         let state = ops[slot as usize].as_mut().expect("polled op slot is live");
         match state {
@@ -412,12 +438,22 @@ impl Executor {
         }
     }
 
-    /// The op's future was dropped before completion.
-    pub(crate) fn abandon_op(&self, slot: u32) {
+    /// The op's future was dropped before completion. With `cancel`, the kernel is asked
+    /// to end it early (sockets: a pending receive or accept may otherwise never finish).
+    pub(crate) fn abandon_op(&self, slot: u32, cancel: bool) {
         let mut ops = self.ops.borrow_mut();
         match ops[slot as usize].take() {
-            Some(OpState::Pending { buffer, .. }) => {
+            Some(OpState::Pending { buffer, user_data, .. }) => {
                 ops[slot as usize] = Some(OpState::Abandoned { _buffer: buffer });
+                drop(ops);
+                if cancel {
+                    let entry = opcode::AsyncCancel::new(user_data).build().user_data(CANCEL_USER_DATA);
+                    // SAFETY: a cancel request refers to no memory.
+                    unsafe { self.push_entry(&entry) };
+                    // Submitted at once, so the kernel stops the op before anything else
+                    // this core does (a connect to the listener, say) can complete it.
+                    self.enter(false, None);
+                }
             }
             Some(OpState::Done { .. }) | None => {
                 drop(ops);
@@ -442,9 +478,12 @@ impl Executor {
                 eventfd_armed.set(false);
                 continue;
             }
-            let slot = user_data as usize;
+            if user_data == CANCEL_USER_DATA {
+                continue;
+            }
+            let slot = (user_data & SLOT_MASK) as usize;
             match ops.get_mut(slot).and_then(Option::take) {
-                Some(OpState::Pending { waker, buffer }) => {
+                Some(OpState::Pending { waker, buffer, .. }) => {
                     ops[slot] = Some(OpState::Done {
                         result: completion.result(),
                         buffer,
@@ -453,7 +492,15 @@ impl Executor {
                         waker.wake();
                     }
                 }
-                Some(OpState::Abandoned { .. }) => {
+                Some(OpState::Abandoned { _buffer: buffer }) => {
+                    if matches!(buffer, Some(OpBuffer::ResultFd)) && completion.result() >= 0 {
+                        // An accept that completed after its caller left: nobody owns the
+                        // new connection, so it is closed rather than leaked.
+                        // SAFETY: the kernel just returned this descriptor; nothing else has it.
+                        drop(unsafe {
+                            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(completion.result())
+                        });
+                    }
                     // The buffer is dropped here, now that the kernel is done with it.
                     free_op_slots.borrow_mut().push(slot as u32);
                 }
@@ -575,7 +622,7 @@ impl Executor {
         self.stopping.set(true);
     }
 
-    /// Runs until `done()` is true, then drains in-flight I/O.
+    /// Runs until `done()` is true.
     pub(crate) fn run_until(&self, done: &dyn Fn() -> bool) {
         loop {
             let ran = self.drain_wakes(self.config.polls_per_reap);
@@ -588,7 +635,7 @@ impl Executor {
                 // More work is ready: hand our SQEs to the kernel without waiting, or
                 // only look at the completion ring (no system call) if none are queued.
                 if self.unsubmitted.get() > 0 {
-                    self.submit_and_reap(false, None);
+                    self.enter(false, None);
                 } else {
                     self.reap();
                 }
@@ -608,7 +655,8 @@ impl Executor {
             self.shared.parked.store(false, Ordering::SeqCst);
             self.reap();
         }
-        self.drain_in_flight();
+        // In-flight ops are drained by `shutdown`, after the tasks that own them are
+        // dropped: a socket receive would otherwise keep its task's op pending forever.
     }
 
     fn submit_and_reap(&self, wait: bool, deadline: Option<Instant>) {

@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use io_uring::{opcode, squeue, types};
 
 use crate::dma::{DmaBuf, DMA_ALIGN_BYTES};
+use crate::executor::OpBuffer;
 use crate::with_current;
 
 /// How to open a [`DmaFile`].
@@ -66,13 +67,23 @@ macro_rules! rw_entry {
 }
 
 /// An in-flight ring operation.
-struct Op {
+pub(crate) struct Op {
     slot: u32,
     completed: bool,
+    /// Ask the kernel to cancel the op when its future is dropped early.
+    cancel_on_drop: bool,
+}
+
+impl Op {
+    /// Cancel the kernel op if this future is dropped before it completes (sockets).
+    pub(crate) fn cancel_on_drop(mut self) -> Op {
+        self.cancel_on_drop = true;
+        self
+    }
 }
 
 impl Future for Op {
-    type Output = (i32, Option<DmaBuf>);
+    type Output = (i32, Option<OpBuffer>);
 
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         let slot = self.slot;
@@ -94,7 +105,8 @@ impl Drop for Op {
     fn drop(&mut self) {
         if !self.completed {
             let slot = self.slot;
-            let _ = with_current(|executor| executor.abandon_op(slot));
+            let cancel = self.cancel_on_drop;
+            let _ = with_current(|executor| executor.abandon_op(slot, cancel));
         }
     }
 }
@@ -103,14 +115,26 @@ impl Drop for Op {
 ///
 /// # Safety
 /// `entry` may only point into `buffer` (or into memory that outlives the op).
-unsafe fn submit(entry: squeue::Entry, buffer: Option<DmaBuf>) -> io::Result<Op> {
+pub(crate) unsafe fn submit(entry: squeue::Entry, buffer: Option<OpBuffer>) -> io::Result<Op> {
     // SAFETY: forwarded from the caller; the op slot owns `buffer`.
     let slot = with_current(|executor| unsafe { executor.submit_op(entry, buffer) })
         .map_err(|error| io::Error::other(error.to_string()))?;
-    Ok(Op { slot, completed: false })
+    Ok(Op {
+        slot,
+        completed: false,
+        cancel_on_drop: false,
+    })
 }
 
-fn result_of(result: i32) -> io::Result<usize> {
+/// The DMA buffer an op gave back (a fresh one-byte buffer if it lost it).
+fn dma_of(buffer: Option<OpBuffer>) -> DmaBuf {
+    match buffer {
+        Some(OpBuffer::Dma(buffer)) => buffer,
+        _ => DmaBuf::allocate(None, 1),
+    }
+}
+
+pub(crate) fn result_of(result: i32) -> io::Result<usize> {
     if result < 0 {
         Err(io::Error::from_raw_os_error(-result))
     } else {
@@ -185,12 +209,12 @@ impl DmaFile {
             offset
         );
         // SAFETY: the entry points only into `buffer`, which the op owns until completion.
-        let op = match unsafe { submit(entry, Some(buffer)) } {
+        let op = match unsafe { submit(entry, Some(OpBuffer::Dma(buffer))) } {
             Ok(op) => op,
             Err(error) => return (Err(error), DmaBuf::allocate(None, 1)),
         };
         let (result, buffer) = op.await;
-        let mut buffer = buffer.unwrap_or_else(|| DmaBuf::allocate(None, 1));
+        let mut buffer = dma_of(buffer);
         let result = result_of(result);
         if let Ok(read) = result {
             buffer.set_len(read);
@@ -267,12 +291,12 @@ impl DmaFile {
             offset
         );
         // SAFETY: the entry points only into `buffer`, which the op owns until completion.
-        let op = match unsafe { submit(entry, Some(buffer)) } {
+        let op = match unsafe { submit(entry, Some(OpBuffer::Dma(buffer))) } {
             Ok(op) => op,
             Err(error) => return (Err(error), DmaBuf::allocate(None, 1)),
         };
         let (result, buffer) = op.await;
-        let buffer = buffer.unwrap_or_else(|| DmaBuf::allocate(None, 1));
+        let buffer = dma_of(buffer);
         (result_of(result), buffer)
     }
 

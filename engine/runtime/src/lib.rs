@@ -1,8 +1,9 @@
 //! Kiseki's thread-per-core runtime: one pinned executor per core over io_uring.
 //!
 //! **What it owns.** Per core: a task queue of `!Send` futures, one io_uring ring with a
-//! registered DMA arena ([`dma`]) and a registered file table, timers, a stall detector
-//! and executor counters. Across cores: nothing but bounded channels ([`mesh`]) and the
+//! registered DMA arena ([`dma`]) and a registered file table, TCP sockets driven through
+//! the same ring ([`net`]; a dropped receive or accept is cancelled in the kernel), timers,
+//! a stall detector and executor counters. Across cores: nothing but bounded channels ([`mesh`]) and the
 //! wake queue of each executor (a bounded lock-free queue of task keys plus an eventfd).
 //!
 //! **Invariants.**
@@ -32,6 +33,7 @@ mod executor;
 pub mod io;
 pub mod local;
 pub mod mesh;
+pub mod net;
 pub mod time;
 
 use std::cell::RefCell;

@@ -44,6 +44,8 @@ enum Command {
         #[arg(long)]
         force_format: bool,
     },
+    /// Writes a cluster map: nodes, their ports and cores, shard count and replicas.
+    Init(node::InitOptions),
     /// Runs the node on formatted devices until SIGTERM or SIGINT.
     Run(node::RunOptions),
     /// Prints the node's default configuration.
@@ -91,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Init(options) => node::init(options),
         Command::Run(options) => node::run(options),
         Command::PrintConfig => {
             node::print_config();

@@ -1,10 +1,13 @@
 //! Running a node: cores, their stores, the control channel of each core, shutdown.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use kiseki_runtime::local::Notify;
 use kiseki_runtime::{ExecutorConfig, ExecutorStats};
+use kiseki_shard_host::{serve_core, CoreHost, HostConfig, ShardLog};
 use kiseki_store::{read_superblock, FragmentStore, SpaceInfo, StoreConfig, StoreStats};
 
 /// Options of `kiseki-server run`.
@@ -22,6 +25,90 @@ pub struct RunOptions {
     /// Control messages queued per core at most.
     #[arg(long, default_value_t = 64)]
     pub control_queue_max: usize,
+    /// The cluster map (written by `kiseki-server init`): with it, every core hosts the
+    /// shard replicas the map places there and serves them on its port.
+    #[arg(long, requires = "node_id")]
+    pub cluster: Option<PathBuf>,
+    /// This node's id in the cluster map.
+    #[arg(long, requires = "cluster")]
+    pub node_id: Option<u64>,
+    /// Milliseconds between consensus ticks (elections take 10 ticks without a leader).
+    #[arg(long, default_value_t = 20)]
+    pub tick_interval_ms: u64,
+    /// Mutual TLS 1.3 for peers and clients: a directory with the cluster CA (`ca.pem`)
+    /// and this node's `node-N.pem` / `node-N.key` (`kiseki certs`). Without it: plain TCP.
+    #[arg(long, requires = "cluster")]
+    pub tls_dir: Option<PathBuf>,
+}
+
+/// The TLS files of node `node_id` in `dir`, as `kiseki certs` writes them.
+pub fn node_tls_files(dir: &std::path::Path, node_id: u64) -> kiseki_net::TlsFiles {
+    kiseki_net::TlsFiles {
+        ca_pem: dir.join(kiseki_net::tls::CA_CERTIFICATE_FILE),
+        certificate_pem: dir.join(format!("node-{node_id}.pem")),
+        key_pem: dir.join(format!("node-{node_id}.key")),
+    }
+}
+
+/// Options of `kiseki-server init`: writes a cluster map.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitOptions {
+    /// Where to write the map.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The nodes' addresses, in node-id order (node 1 first), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    pub hosts: Vec<std::net::IpAddr>,
+    /// Port of core 0 on each node; core c listens on port_base + c.
+    #[arg(long, default_value_t = 9100)]
+    pub port_base: u16,
+    /// Cores per node.
+    #[arg(long, default_value_t = 1)]
+    pub cores: u16,
+    /// Shards of the namespace.
+    #[arg(long, default_value_t = 8)]
+    pub shards: u64,
+    /// Replicas per shard.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+}
+
+/// Writes the cluster map of `kiseki-server init`.
+pub fn init(options: InitOptions) -> anyhow::Result<()> {
+    let map = kiseki_shard_host::ClusterMap {
+        nodes: options
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(index, host)| kiseki_shard_host::NodeInfo {
+                id: index as u64 + 1,
+                host: *host,
+                port_base: options.port_base,
+                cores: options.cores,
+            })
+            .collect(),
+        shards: options.shards,
+        replicas: options.replicas.min(options.hosts.len()),
+    };
+    map.validate()?;
+    map.save(&options.out)?;
+    println!(
+        "cluster map {}: {} node(s), {} shard(s), {} replica(s) each",
+        options.out.display(),
+        map.nodes.len(),
+        map.shards,
+        map.replicas
+    );
+    Ok(())
+}
+
+/// What a core serves besides its stores.
+#[derive(Clone)]
+struct ShardOptions {
+    map: kiseki_shard_host::ClusterMap,
+    node_id: u64,
+    tick_interval_ms: u64,
+    tls: Option<kiseki_net::TlsFiles>,
 }
 
 /// What the admin thread may ask a core.
@@ -112,9 +199,38 @@ pub fn print_config() {
     }
 }
 
+/// Starts the core's shard host on its first store and serves it until `stop`.
+async fn start_shards(
+    core: usize,
+    options: &ShardOptions,
+    store: &FragmentStore,
+    stop: &Rc<Notify>,
+) -> Result<kiseki_runtime::JoinHandle<()>, String> {
+    let mut config = HostConfig::new(options.node_id, core);
+    config.tick_interval_ms = options.tick_interval_ms;
+    // Each core loads its own copy: a transport belongs to the core that uses it.
+    let transport: Rc<dyn kiseki_net::Transport> = match &options.tls {
+        Some(files) => {
+            Rc::new(kiseki_net::TlsTransport::from_files(files).map_err(|error| format!("core {core}: TLS: {error}"))?)
+        }
+        None => Rc::new(kiseki_net::TcpTransport),
+    };
+    let host = CoreHost::start(config, options.map.clone(), ShardLog::new(store.clone()), transport)
+        .await
+        .map_err(|error| format!("core {core}: shards: {error}"))?;
+    let stop = Rc::clone(stop);
+    kiseki_runtime::spawn("core-server", async move {
+        if let Err(error) = serve_core(host, stop).await {
+            tracing::error!(core, %error, "core server failed");
+        }
+    })
+    .map_err(|error| format!("core {core}: {error}"))
+}
+
 async fn core_main(
     core: usize,
     devices: Vec<PathBuf>,
+    shards: Option<ShardOptions>,
     control: flume::Receiver<ControlMessage>,
     ready: std::sync::mpsc::Sender<Result<usize, String>>,
 ) {
@@ -124,6 +240,17 @@ async fn core_main(
             Ok(store) => stores.push(store),
             Err(error) => {
                 let _ = ready.send(Err(format!("core {core}: {error}")));
+                return;
+            }
+        }
+    }
+    let stop = Rc::new(Notify::new());
+    let mut server = None;
+    if let (Some(options), Some(store)) = (&shards, stores.first()) {
+        match start_shards(core, options, store, &stop).await {
+            Ok(task) => server = Some(task),
+            Err(error) => {
+                let _ = ready.send(Err(error));
                 return;
             }
         }
@@ -148,6 +275,12 @@ async fn core_main(
                 let _ = reply.try_send(snapshot);
             }
             ControlMessage::Shutdown => break,
+        }
+    }
+    if let Some(server) = server {
+        stop.notify();
+        if kiseki_runtime::timeout(Duration::from_secs(15), server).await.is_none() {
+            tracing::warn!(core, "core server did not stop within 15 s");
         }
     }
     for store in &stores {
@@ -189,13 +322,41 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     let (ready_sender, ready_receiver) = std::sync::mpsc::channel();
     let devices = options.devices.clone();
+    let shards = match (&options.cluster, options.node_id) {
+        (Some(path), Some(node_id)) => {
+            let map = kiseki_shard_host::ClusterMap::load(path)?;
+            let node = map
+                .node(node_id)
+                .with_context(|| format!("node {node_id} is not in {}", path.display()))?;
+            if usize::from(node.cores) != cores {
+                bail!(
+                    "the cluster map gives node {node_id} {} cores but it runs {cores}",
+                    node.cores
+                );
+            }
+            let tls = options.tls_dir.as_ref().map(|dir| node_tls_files(dir, node_id));
+            if let Some(files) = &tls {
+                // Checked here, so a missing file is one clear error before any core starts.
+                kiseki_net::TlsTransport::from_files(files).context("loading the node's TLS files")?;
+            }
+            Some(ShardOptions {
+                map,
+                node_id,
+                tick_interval_ms: options.tick_interval_ms,
+                tls,
+            })
+        }
+        _ => None,
+    };
+    let shard_options = shards.clone();
     let core_set = kiseki_runtime::start_cores(ExecutorConfig::default(), cores, &cpus, move |core| {
         let receiver = receivers.get(core).cloned();
         let ready = ready_sender.clone();
         let devices = devices.clone();
+        let shards = shard_options.clone();
         async move {
             match receiver {
-                Some(receiver) => core_main(core, devices, receiver, ready).await,
+                Some(receiver) => core_main(core, devices, shards, receiver, ready).await,
                 None => {
                     let _ = ready.send(Err(format!("core {core}: no control channel")));
                 }
@@ -239,6 +400,18 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         println!("  device {}", device.display());
     }
     println!("  metrics http://{metrics_addr}/metrics  health http://{metrics_addr}/health");
+    if let Some(shards) = &shards {
+        for core in 0..cores {
+            if let Some(address) = shards.map.address(shards.node_id, core) {
+                let hosted = shards.map.shards_on(shards.node_id, core);
+                println!(
+                    "  node {} core {core} listens on {address} ({} shards)",
+                    shards.node_id,
+                    hosted.len()
+                );
+            }
+        }
+    }
     println!("ready");
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "stopping: closing stores and writing checkpoints");

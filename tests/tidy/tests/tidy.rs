@@ -227,7 +227,10 @@ fn unsafe_uses(code: &str) -> Vec<&str> {
 }
 
 fn repository_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Read at run time: a test binary cached in a shared target directory may have been
+    // built from another checkout of the repository.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let root = Path::new(&manifest_dir).join("../..");
     let root = root.canonicalize().expect("the repository root exists");
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("the root has a Cargo.toml");
     assert!(

@@ -1,0 +1,123 @@
+//! The RPC face of a core: consensus traffic from peers and requests from clients.
+
+use std::rc::Rc;
+
+use kiseki_consensus::ProposalId;
+use kiseki_namespace::Delta;
+use kiseki_net::{decode_body, encode_body, ErrorCode, RemoteError, Request, RpcServer, Service};
+
+use crate::api::{
+    ConsensusMessage, DiscoverReply, ProposeRequest, ReadRequest, StatusReply, MSG_CONSENSUS, MSG_DISCOVER,
+    MSG_PROPOSE, MSG_READ, MSG_STATUS,
+};
+use crate::host::CoreHost;
+use crate::machine::ReadQuery;
+use crate::HostError;
+
+/// Answers the metadata RPCs of one core.
+pub struct CoreService {
+    host: CoreHost,
+}
+
+impl CoreService {
+    /// A service for `host`.
+    pub fn new(host: CoreHost) -> CoreService {
+        CoreService { host }
+    }
+
+    async fn propose(&self, body: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        let request: ProposeRequest = decode_body(body)?;
+        if request.client_id == 0 || request.client_id >> 63 == 1 {
+            return Err(RemoteError::new(
+                ErrorCode::BadRequest,
+                "client ids are nonzero and below 2^63",
+            ));
+        }
+        let delta = Delta::decode(&request.delta)
+            .map_err(|error| RemoteError::new(ErrorCode::BadRequest, format!("delta: {error}")))?;
+        let proposal_id = ProposalId {
+            client_id: request.client_id,
+            sequence: request.sequence,
+        };
+        let reply = self.host.propose(request.shard, proposal_id, delta).await;
+        encode(&reply)
+    }
+
+    async fn read(&self, body: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        let request: ReadRequest = decode_body(body)?;
+        let query: ReadQuery = postcard::from_bytes(&request.query)
+            .map_err(|error| RemoteError::new(ErrorCode::BadRequest, format!("read query: {error}")))?;
+        let reply = self.host.read(request.shard, query).await;
+        encode(&reply)
+    }
+}
+
+fn encode<T>(value: &T) -> Result<Vec<u8>, RemoteError>
+where
+    T: for<'a> kiseki_net::rkyv::Serialize<
+        kiseki_net::rkyv::api::high::HighSerializer<
+            Vec<u8>,
+            kiseki_net::rkyv::ser::allocator::ArenaHandle<'a>,
+            kiseki_net::rkyv::rancor::Error,
+        >,
+    >,
+{
+    encode_body(value).map_err(|error| RemoteError::new(ErrorCode::Internal, error.to_string()))
+}
+
+impl Service for CoreService {
+    async fn handle(&self, request: Request) -> Result<Vec<u8>, RemoteError> {
+        match request.message_type {
+            MSG_CONSENSUS => {
+                let message: ConsensusMessage = decode_body(&request.body)?;
+                if let Err(error) = self.host.receive(message.from, &message.bytes) {
+                    tracing::debug!(from = message.from, %error, "consensus message refused");
+                    return Err(RemoteError::new(ErrorCode::BadRequest, error.to_string()));
+                }
+                Ok(Vec::new())
+            }
+            MSG_PROPOSE => self.propose(&request.body).await,
+            MSG_READ => self.read(&request.body).await,
+            MSG_DISCOVER => encode(&DiscoverReply {
+                cluster_json: self.host.map().to_json(),
+                leaders: self.host.leaders(),
+            }),
+            MSG_STATUS => {
+                let (node, core) = self.host.identity();
+                encode(&StatusReply {
+                    node,
+                    core: core as u64,
+                    replicas: self.host.status(),
+                })
+            }
+            other => Err(RemoteError::new(
+                ErrorCode::UnknownMethod,
+                format!("message type {other:#06x}"),
+            )),
+        }
+    }
+}
+
+/// Serves `host` on its core's address from the cluster map until `stop` is notified.
+pub async fn serve_core(host: CoreHost, stop: Rc<kiseki_runtime::local::Notify>) -> Result<(), HostError> {
+    let (node, core) = host.identity();
+    let address = host
+        .map()
+        .address(node, core)
+        .ok_or_else(|| HostError::Invalid(format!("node {node} core {core} is not in the cluster map")))?;
+    let listener = host.transport().listen(address)?;
+    let server = Rc::new(RpcServer::new(
+        listener,
+        Rc::new(CoreService::new(host.clone())),
+        crate::peer_rpc_config(),
+    ));
+    let stopper = Rc::clone(&server);
+    kiseki_runtime::spawn("core-server-stop", async move {
+        stop.notified().await;
+        stopper.stop();
+    })?;
+    tracing::info!(node, core, %address, "core listening");
+    server.run().await?;
+    host.stop();
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! File data (extents, inline bytes, truncate), setattr and extended attributes.
+
+mod common;
+
+use common::{extent, locator, time, Harness, ROOT};
+use kiseki_namespace::{
+    AttrChanges, Delta, Extent, InodeId, Limit, NamespaceConfig, NamespaceError, ReadPiece, SetAttrGuard, Timestamp,
+    WatchKind, XattrSetMode,
+};
+
+fn write(inode: InodeId, offset_bytes: u64, extents: Vec<Extent>, size_bytes: u64) -> Delta {
+    Delta::WriteExtents {
+        inode,
+        offset_bytes,
+        extents,
+        size_bytes,
+        mtime: time(10),
+        expected_generation: None,
+    }
+}
+
+fn write_inline(inode: InodeId, offset_bytes: u64, data: &[u8]) -> Delta {
+    Delta::WriteInline {
+        inode,
+        offset_bytes,
+        data: data.to_vec(),
+        mtime: time(11),
+        expected_generation: None,
+    }
+}
+
+fn truncate(inode: InodeId, size_bytes: u64) -> Delta {
+    Delta::Truncate {
+        inode,
+        size_bytes,
+        mtime: time(12),
+        expected_generation: None,
+    }
+}
+
+fn piece(offset_bytes: u64, extent: Extent) -> ReadPiece {
+    ReadPiece::Extent { offset_bytes, extent }
+}
+
+fn hole(offset_bytes: u64, length_bytes: u64) -> ReadPiece {
+    ReadPiece::Hole {
+        offset_bytes,
+        length_bytes,
+    }
+}
+
+#[test]
+fn writing_over_extents_splits_them_at_the_boundaries() {
+    let mut harness = Harness::new();
+    let file = harness.create(ROOT, "file");
+    let applied = harness.write(file, 0, vec![extent(1, 0, 100), extent(2, 0, 100)]);
+    assert_eq!(applied.events[0].kind, WatchKind::DataModified);
+    assert_eq!(applied.attributes.as_ref().unwrap().size_bytes, 200);
+    assert_eq!(applied.chunk_references.len(), 2);
+    // Overwrite [50, 150): cuts the end of chunk 1 and the start of chunk 2.
+    let applied = harness.ok(write(file, 50, vec![extent(3, 0, 100)], 150));
+    assert_eq!(
+        applied.attributes.as_ref().unwrap().size_bytes,
+        200,
+        "a write never shrinks the file"
+    );
+    let pieces = harness.state.read_extents(file, 0, 1000).unwrap();
+    assert_eq!(
+        pieces,
+        vec![
+            piece(0, extent(1, 0, 50)),
+            piece(50, extent(3, 0, 100)),
+            piece(150, extent(2, 50, 50))
+        ]
+    );
+    // Overwrite in the middle of one extent: it becomes two, referencing one chunk twice.
+    let applied = harness.ok(write(file, 60, vec![extent(4, 0, 10)], 70));
+    assert_eq!(harness.state.chunk_reference_count(&locator(3)), 2);
+    let change = applied
+        .chunk_references
+        .iter()
+        .find(|change| change.locator == locator(3))
+        .unwrap();
+    assert_eq!((change.before, change.after), (1, 2));
+    assert_eq!(
+        harness.state.read_extents(file, 55, 30).unwrap(),
+        vec![
+            piece(55, extent(3, 5, 5)),
+            piece(60, extent(4, 0, 10)),
+            piece(70, extent(3, 20, 15))
+        ]
+    );
+    // Cover everything: all old references go.
+    let applied = harness.ok(write(file, 0, vec![extent(5, 0, 300)], 300));
+    let dropped: Vec<_> = applied
+        .chunk_references
+        .iter()
+        .filter(|change| change.after == 0)
+        .collect();
+    assert_eq!(dropped.len(), 4);
+    assert_eq!(
+        harness.state.chunk_references().collect::<Vec<_>>(),
+        vec![(locator(5), 1)]
+    );
+    assert_eq!(harness.state.statfs().extent_bytes, 300);
+}
+
+#[test]
+fn sparse_writes_and_truncate_leave_holes() {
+    let mut harness = Harness::new();
+    let file = harness.create(ROOT, "file");
+    harness.ok(write(file, 1000, vec![extent(1, 0, 100)], 4000));
+    assert_eq!(harness.state.getattr(file).unwrap().size_bytes, 4000);
+    assert_eq!(
+        harness.state.read_extents(file, 0, u64::MAX).unwrap(),
+        vec![hole(0, 1000), piece(1000, extent(1, 0, 100)), hole(1100, 2900)]
+    );
+    // Truncate into the extent, then extend again: the cut part reads as a hole.
+    let applied = harness.ok(truncate(file, 1050));
+    assert_eq!(applied.attributes.as_ref().unwrap().mtime, time(12));
+    harness.ok(truncate(file, 2000));
+    assert_eq!(
+        harness.state.read_extents(file, 900, 1000).unwrap(),
+        vec![hole(900, 100), piece(1000, extent(1, 0, 50)), hole(1050, 850)]
+    );
+    let applied = harness.ok(truncate(file, 0));
+    assert_eq!(applied.chunk_references[0].after, 0);
+    assert_eq!(harness.state.read_extents(file, 0, 10).unwrap(), vec![]);
+    assert_eq!(harness.state.statfs().extents, 0);
+}
+
+#[test]
+fn write_preconditions_and_bounds() {
+    let mut harness = Harness::with(NamespaceConfig::tiny());
+    let file = harness.create(ROOT, "file");
+    let dir = harness.mkdir(ROOT, "dir");
+    let generation = harness.state.getattr(file).unwrap().generation;
+    let guarded = |expected: u64| Delta::WriteExtents {
+        inode: file,
+        offset_bytes: 0,
+        extents: vec![extent(1, 0, 10)],
+        size_bytes: 10,
+        mtime: time(1),
+        expected_generation: Some(expected),
+    };
+    harness.refuse(guarded(generation + 1), NamespaceError::PreconditionFailed);
+    harness.ok(guarded(generation));
+    assert_eq!(harness.state.getattr(file).unwrap().generation, generation + 1);
+    harness.refuse(write(dir, 0, vec![extent(1, 0, 1)], 1), NamespaceError::IsDirectory);
+    harness.refuse(
+        write(InodeId(500), 0, vec![extent(1, 0, 1)], 1),
+        NamespaceError::NotFound,
+    );
+    let invalid = |error: &NamespaceError| matches!(error, NamespaceError::InvalidArgument { .. });
+    harness.refuse_with(write(file, 0, vec![extent(1, 0, 0)], 0), invalid);
+    harness.refuse_with(write(file, 0, vec![extent(1, 0, 10)], 5), invalid);
+    harness.refuse_with(write(file, 0, vec![extent(1, u64::MAX, 10)], 10), invalid);
+    let long_key = Extent {
+        wrapped_key: vec![0; 17],
+        ..extent(1, 0, 1)
+    };
+    harness.refuse(
+        write(file, 0, vec![long_key], 1),
+        NamespaceError::LimitExceeded {
+            limit: Limit::WrappedKey,
+        },
+    );
+    let many: Vec<Extent> = (0..9).map(|tag| extent(tag, 0, 1)).collect();
+    harness.refuse(
+        write(file, 0, many, 9),
+        NamespaceError::LimitExceeded {
+            limit: Limit::DeltaExtents,
+        },
+    );
+    let file_size = NamespaceError::LimitExceeded { limit: Limit::FileSize };
+    harness.refuse(
+        write(file, u64::MAX - 1, vec![extent(1, 0, 10)], u64::MAX),
+        file_size.clone(),
+    );
+    harness.refuse(
+        write(file, 1 << 20, vec![extent(1, 0, 1)], (1 << 20) + 1),
+        file_size.clone(),
+    );
+    harness.refuse(truncate(file, (1 << 20) + 1), file_size);
+    // Sixteen extents per file at most; splitting counts.
+    for number in 0..8u8 {
+        harness.ok(write(
+            file,
+            u64::from(number) * 20,
+            vec![extent(number, 0, 10), extent(number, 10, 5)],
+            160,
+        ));
+    }
+    assert_eq!(harness.state.statfs().extents, 16);
+    harness.refuse(
+        write(file, 2, vec![extent(9, 0, 1)], 3),
+        NamespaceError::LimitExceeded { limit: Limit::Extents },
+    );
+    // Replacing two extents by one is fine at the bound.
+    harness.ok(write(file, 0, vec![extent(9, 0, 15)], 15));
+}
+
+#[test]
+fn inline_data_for_small_files() {
+    let mut harness = Harness::with(NamespaceConfig::tiny());
+    let file = harness.create(ROOT, "small");
+    let applied = harness.ok(write_inline(file, 0, b"hello"));
+    assert_eq!(applied.attributes.unwrap().size_bytes, 5);
+    harness.ok(write_inline(file, 10, b"world"));
+    let expected = ReadPiece::Inline {
+        offset_bytes: 0,
+        data: b"hello\0\0\0\0\0world".to_vec(),
+    };
+    assert_eq!(harness.state.read_extents(file, 0, 100).unwrap(), vec![expected]);
+    assert_eq!(
+        harness.state.read_extents(file, 3, 4).unwrap(),
+        vec![ReadPiece::Inline {
+            offset_bytes: 3,
+            data: b"lo\0\0".to_vec()
+        }]
+    );
+    assert_eq!(harness.state.statfs().inline_bytes, 15);
+    harness.refuse(
+        write_inline(file, 60, b"12345"),
+        NamespaceError::LimitExceeded {
+            limit: Limit::InlineBytes,
+        },
+    );
+    harness.refuse(
+        write_inline(file, u64::MAX, b"1"),
+        NamespaceError::LimitExceeded {
+            limit: Limit::InlineBytes,
+        },
+    );
+    // Extents that cover only part of the inline tail are refused; from inside it to past
+    // its end they cut it.
+    let invalid = |error: &NamespaceError| matches!(error, NamespaceError::InvalidArgument { .. });
+    harness.refuse_with(write(file, 2, vec![extent(1, 0, 3)], 15), invalid);
+    harness.ok(write(file, 8, vec![extent(1, 0, 100)], 108));
+    assert_eq!(
+        harness.state.read_extents(file, 0, 200).unwrap(),
+        vec![
+            ReadPiece::Inline {
+                offset_bytes: 0,
+                data: b"hello\0\0\0".to_vec()
+            },
+            piece(8, extent(1, 0, 100))
+        ]
+    );
+    // Inline bytes may not reach an extent.
+    harness.refuse_with(write_inline(file, 6, b"abc"), invalid);
+    harness.ok(write_inline(file, 6, b"ab"));
+    // Truncate cuts inline bytes too.
+    harness.ok(truncate(file, 3));
+    harness.ok(truncate(file, 6));
+    assert_eq!(
+        harness.state.read_extents(file, 0, 10).unwrap(),
+        vec![
+            ReadPiece::Inline {
+                offset_bytes: 0,
+                data: b"hel".to_vec()
+            },
+            hole(3, 3)
+        ]
+    );
+    let dir = harness.mkdir(ROOT, "dir");
+    harness.refuse(write_inline(dir, 0, b"x"), NamespaceError::IsDirectory);
+}
+
+#[test]
+fn setattr_changes_and_guards() {
+    let mut harness = Harness::new();
+    let file = harness.create(ROOT, "file");
+    harness.write(file, 0, vec![extent(1, 0, 100)]);
+    let changes = AttrChanges {
+        mode: Some(0o600),
+        uid: Some(5),
+        gid: Some(6),
+        atime: Some(time(100)),
+        mtime: Some(time(101)),
+        size_bytes: None,
+    };
+    let setattr = |changes: AttrChanges, guard: Option<SetAttrGuard>| Delta::SetAttr {
+        inode: file,
+        changes,
+        ctime: time(102),
+        guard,
+    };
+    let before = harness.state.getattr(file).unwrap();
+    harness.refuse(
+        setattr(changes, Some(SetAttrGuard::Ctime(time(999)))),
+        NamespaceError::PreconditionFailed,
+    );
+    let stale = SetAttrGuard::Generation(before.generation + 5);
+    harness.refuse(setattr(changes, Some(stale)), NamespaceError::PreconditionFailed);
+    let applied = harness.ok(setattr(changes, Some(SetAttrGuard::Ctime(before.ctime))));
+    let after = applied.attributes.unwrap();
+    assert_eq!((after.mode, after.uid, after.gid), (0o600, 5, 6));
+    assert_eq!(
+        (after.atime, after.mtime, after.ctime),
+        (time(100), time(101), time(102))
+    );
+    assert_eq!(after.generation, before.generation + 1);
+    assert_eq!(applied.events[0].kind, WatchKind::AttributesModified);
+    // Size through setattr truncates.
+    let resize = AttrChanges {
+        size_bytes: Some(40),
+        ..AttrChanges::default()
+    };
+    let applied = harness.ok(setattr(resize, Some(SetAttrGuard::Generation(after.generation))));
+    assert_eq!(applied.events[0].kind, WatchKind::DataModified);
+    assert_eq!(applied.attributes.unwrap().mtime, time(102));
+    assert_eq!(
+        harness.state.read_extents(file, 0, 100).unwrap(),
+        vec![piece(0, extent(1, 0, 40))]
+    );
+    let invalid = |error: &NamespaceError| matches!(error, NamespaceError::InvalidArgument { .. });
+    let bad_mode = AttrChanges {
+        mode: Some(0o10_000),
+        ..AttrChanges::default()
+    };
+    harness.refuse_with(setattr(bad_mode, None), invalid);
+    let bad_time = AttrChanges {
+        atime: Some(Timestamp::new(0, 2_000_000_000)),
+        ..AttrChanges::default()
+    };
+    harness.refuse_with(setattr(bad_time, None), invalid);
+    let dir_resize = Delta::SetAttr {
+        inode: ROOT,
+        changes: resize,
+        ctime: time(1),
+        guard: None,
+    };
+    harness.refuse(dir_resize, NamespaceError::IsDirectory);
+    let chmod_root = Delta::SetAttr {
+        inode: ROOT,
+        changes: AttrChanges {
+            mode: Some(0o700),
+            ..AttrChanges::default()
+        },
+        ctime: time(1),
+        guard: None,
+    };
+    harness.ok(chmod_root);
+    assert_eq!(harness.state.getattr(ROOT).unwrap().mode, 0o700);
+}
+
+#[test]
+fn extended_attributes() {
+    let mut harness = Harness::with(NamespaceConfig::tiny());
+    let file = harness.create(ROOT, "file");
+    let set = |name: &[u8], value: &[u8], mode: XattrSetMode| Delta::SetXattr {
+        inode: file,
+        name: name.to_vec(),
+        value: value.to_vec(),
+        mode,
+        ctime: time(20),
+    };
+    let remove = |name: &[u8]| Delta::RemoveXattr {
+        inode: file,
+        name: name.to_vec(),
+        ctime: time(21),
+    };
+    let applied = harness.ok(set(b"user.a", b"1", XattrSetMode::Create));
+    assert_eq!(applied.events[0].kind, WatchKind::XattrModified);
+    harness.refuse(
+        set(b"user.a", b"2", XattrSetMode::Create),
+        NamespaceError::AlreadyExists,
+    );
+    harness.refuse(set(b"user.b", b"2", XattrSetMode::Replace), NamespaceError::NoData);
+    harness.ok(set(b"user.a", b"3", XattrSetMode::Replace));
+    harness.ok(set(b"user.b", b"", XattrSetMode::Either));
+    assert_eq!(harness.state.getxattr(file, b"user.a").unwrap(), b"3");
+    assert_eq!(harness.state.getxattr(file, b"user.b").unwrap(), b"");
+    assert_eq!(harness.state.getxattr(file, b"user.c"), Err(NamespaceError::NoData));
+    assert_eq!(
+        harness.state.listxattr(file).unwrap(),
+        vec![b"user.a".to_vec(), b"user.b".to_vec()]
+    );
+    let value_limit = NamespaceError::LimitExceeded {
+        limit: Limit::XattrValue,
+    };
+    harness.refuse(set(b"user.c", &[0; 33], XattrSetMode::Either), value_limit.clone());
+    assert_eq!(value_limit.errno(), 7);
+    let name_limit = NamespaceError::LimitExceeded {
+        limit: Limit::XattrName,
+    };
+    harness.refuse(set(&[b'n'; 256], b"", XattrSetMode::Either), name_limit.clone());
+    assert_eq!(name_limit.errno(), 34);
+    let invalid = |error: &NamespaceError| matches!(error, NamespaceError::InvalidArgument { .. });
+    harness.refuse_with(set(b"", b"", XattrSetMode::Either), invalid);
+    harness.ok(set(b"user.c", b"", XattrSetMode::Either));
+    harness.refuse(
+        set(b"user.d", b"", XattrSetMode::Either),
+        NamespaceError::LimitExceeded { limit: Limit::Xattrs },
+    );
+    harness.ok(remove(b"user.a"));
+    harness.refuse(remove(b"user.a"), NamespaceError::NoData);
+    harness.ok(set(b"user.d", b"x", XattrSetMode::Either));
+    let missing = Delta::RemoveXattr {
+        inode: InodeId(99),
+        name: b"user.a".to_vec(),
+        ctime: time(1),
+    };
+    harness.refuse(missing, NamespaceError::NotFound);
+    // Xattrs go with their inode.
+    harness.ok(Delta::Unlink {
+        parent: ROOT,
+        name: "file".into(),
+        ctime: time(30),
+    });
+    assert_eq!(harness.state.listxattr(file), Err(NamespaceError::NotFound));
+}
