@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod certs;
+mod data;
 mod meta;
 mod up;
 
@@ -38,6 +39,9 @@ enum Command {
         #[command(subcommand)]
         command: meta::MetaCommand,
     },
+    /// Files of a namespace: put, get, ls, stat, mkdir, rm, mv (encrypted in this process).
+    #[command(flatten)]
+    Data(data::DataCommand),
     /// Runs a benchmark suite; prints each case with its baseline and ratio.
     Bench {
         #[command(subcommand)]
@@ -199,6 +203,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up(options) => up::run(options),
         Command::Meta { command } => meta::run(command),
         Command::Certs { command } => certs::run(command),
+        Command::Data(command) => data::run(command),
         Command::Bench { suite } => match suite {
             Suite::Engine {
                 device,

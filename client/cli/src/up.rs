@@ -90,12 +90,17 @@ fn cluster_map(options: &UpOptions, cores: usize) -> anyhow::Result<PathBuf> {
     let path = options.data_dir.join("cluster.json");
     if path.exists() {
         let map = kiseki_shard_host::ClusterMap::load(&path)?;
-        if map.nodes.len() as u64 != options.nodes || map.nodes.iter().any(|node| usize::from(node.cores) != cores) {
+        let differs = |node: &kiseki_shard_host::NodeInfo| {
+            usize::from(node.cores) != cores || usize::from(node.devices) != options.devices
+        };
+        if map.nodes.len() as u64 != options.nodes || map.nodes.iter().any(differs) {
             bail!(
-                "{} describes {} node(s) of {} core(s); start with matching --nodes/--cores or remove the data directory",
+                "{} describes {} node(s) of {} core(s) and {} device(s); start with matching \
+                 --nodes/--cores/--devices or remove the data directory",
                 path.display(),
                 map.nodes.len(),
-                map.nodes.first().map_or(0, |node| node.cores)
+                map.nodes.first().map_or(0, |node| node.cores),
+                map.nodes.first().map_or(0, |node| node.devices)
             );
         }
         return Ok(path);
@@ -107,6 +112,7 @@ fn cluster_map(options: &UpOptions, cores: usize) -> anyhow::Result<PathBuf> {
                 host: std::net::IpAddr::from([127, 0, 0, id as u8]),
                 port_base: options.port_base,
                 cores: cores as u16,
+                devices: options.devices as u16,
             })
             .collect(),
         shards: options.shards,
@@ -126,8 +132,14 @@ pub fn run(options: UpOptions) -> anyhow::Result<()> {
     if options.nodes == 0 || options.nodes > 250 {
         bail!("--nodes must be between 1 and 250");
     }
+    if options.devices == 0 || options.devices > usize::from(kiseki_api::DEVICES_PER_NODE_MAX) {
+        bail!("--devices must be between 1 and {}", kiseki_api::DEVICES_PER_NODE_MAX);
+    }
     std::fs::create_dir_all(&options.data_dir).with_context(|| format!("creating {}", options.data_dir.display()))?;
     let map = cluster_map(&options, cores)?;
+    // The development key file (until the key server exists): made once, reused after.
+    let keys = options.data_dir.join("keys.json");
+    kiseki_client::KeyMaterial::load_or_create(&keys).with_context(|| format!("preparing {}", keys.display()))?;
     let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
     let mut children: Vec<Child> = Vec::new();
     for node in 1..=options.nodes {
@@ -144,6 +156,10 @@ pub fn run(options: UpOptions) -> anyhow::Result<()> {
         "kiseki up: {} node(s), {cores} core(s) each, map {}; try `kiseki meta status --seed 127.0.0.1:{port_base}`",
         options.nodes,
         map.display(),
+    );
+    println!(
+        "  files: kiseki put --cluster 127.0.0.1:{port_base} --keys {} LOCAL /PATH  (then get, ls, stat, rm, mv)",
+        keys.display()
     );
     println!(
         "  stop with Ctrl-C; the data stays in {} for the next start",

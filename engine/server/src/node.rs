@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use kiseki_runtime::local::Notify;
 use kiseki_runtime::{ExecutorConfig, ExecutorStats};
-use kiseki_shard_host::{serve_core, CoreHost, HostConfig, ShardLog};
+use kiseki_shard_host::{serve_core, CoreHost, CoreService, HostConfig, ShardLog};
+
+use crate::fragments::{FragmentService, NodeService};
 use kiseki_store::{read_superblock, FragmentStore, SpaceInfo, StoreConfig, StoreStats};
 
 /// Options of `kiseki-server run`.
@@ -65,6 +67,9 @@ pub struct InitOptions {
     /// Cores per node.
     #[arg(long, default_value_t = 1)]
     pub cores: u16,
+    /// Devices per node (each node runs with this many `--device`).
+    #[arg(long, default_value_t = 1)]
+    pub devices: u16,
     /// Shards of the namespace.
     #[arg(long, default_value_t = 8)]
     pub shards: u64,
@@ -85,6 +90,7 @@ pub fn init(options: InitOptions) -> anyhow::Result<()> {
                 host: *host,
                 port_base: options.port_base,
                 cores: options.cores,
+                devices: options.devices,
             })
             .collect(),
         shards: options.shards,
@@ -199,13 +205,17 @@ pub fn print_config() {
     }
 }
 
-/// Starts the core's shard host on its first store and serves it until `stop`.
+/// Starts the core's shard host on its first store and serves it, with the core's
+/// fragment RPCs over all its stores, until `stop`.
 async fn start_shards(
     core: usize,
     options: &ShardOptions,
-    store: &FragmentStore,
+    stores: &[FragmentStore],
     stop: &Rc<Notify>,
 ) -> Result<kiseki_runtime::JoinHandle<()>, String> {
+    let Some(store) = stores.first() else {
+        return Err(format!("core {core}: no device"));
+    };
     let mut config = HostConfig::new(options.node_id, core);
     config.tick_interval_ms = options.tick_interval_ms;
     // Each core loads its own copy: a transport belongs to the core that uses it.
@@ -218,9 +228,13 @@ async fn start_shards(
     let host = CoreHost::start(config, options.map.clone(), ShardLog::new(store.clone()), transport)
         .await
         .map_err(|error| format!("core {core}: shards: {error}"))?;
+    let service = Rc::new(NodeService::new(
+        CoreService::new(host.clone()),
+        FragmentService::new(options.node_id, core, options.map.clone(), stores.to_vec()),
+    ));
     let stop = Rc::clone(stop);
     kiseki_runtime::spawn("core-server", async move {
-        if let Err(error) = serve_core(host, stop).await {
+        if let Err(error) = serve_core(host, service, stop).await {
             tracing::error!(core, %error, "core server failed");
         }
     })
@@ -246,8 +260,8 @@ async fn core_main(
     }
     let stop = Rc::new(Notify::new());
     let mut server = None;
-    if let (Some(options), Some(store)) = (&shards, stores.first()) {
-        match start_shards(core, options, store, &stop).await {
+    if let Some(options) = &shards {
+        match start_shards(core, options, &stores, &stop).await {
             Ok(task) => server = Some(task),
             Err(error) => {
                 let _ = ready.send(Err(error));
@@ -332,6 +346,14 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
                 bail!(
                     "the cluster map gives node {node_id} {} cores but it runs {cores}",
                     node.cores
+                );
+            }
+            if usize::from(node.devices) != options.devices.len() {
+                bail!(
+                    "the cluster map gives node {node_id} {} device(s) but it runs with {}: \
+                     pass one --device per device, in the same order as before",
+                    node.devices,
+                    options.devices.len()
                 );
             }
             let tls = options.tls_dir.as_ref().map(|dir| node_tls_files(dir, node_id));

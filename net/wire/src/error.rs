@@ -125,6 +125,7 @@ pub enum NetError {
         reason: String,
     },
     /// The runtime refused (no executor, or the task limit is reached).
+    #[cfg(feature = "runtime")]
     #[error("runtime: {0}")]
     Runtime(#[from] kiseki_runtime::RuntimeError),
     /// A socket operation failed.
@@ -154,7 +155,9 @@ impl NetError {
             | NetError::BadHeader { .. } => ErrorCode::BadFrame,
             NetError::BadBody { .. } => ErrorCode::BadRequest,
             NetError::Protocol { .. } => ErrorCode::ProtocolViolation,
-            NetError::Busy { .. } | NetError::Runtime(_) => ErrorCode::Busy,
+            NetError::Busy { .. } => ErrorCode::Busy,
+            #[cfg(feature = "runtime")]
+            NetError::Runtime(_) => ErrorCode::Busy,
             NetError::Timeout { .. } => ErrorCode::Timeout,
             NetError::Remote { code, .. } | NetError::GoAway { code, .. } => *code,
             NetError::Closed { .. } => ErrorCode::ShuttingDown,

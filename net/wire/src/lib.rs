@@ -23,6 +23,12 @@
 //!   answers `Busy`, a server answers excess requests `Busy`), bytes queued for sending
 //!   (`outbox_bytes_max`), connections per server (`connections_max`).
 //!
+//! **Features.** `runtime` (default): connections, servers and transports on
+//! `kiseki-runtime` executors, as storage nodes run them. `tokio`: [`tokio_rpc`], the
+//! calling side of a connection for tokio processes (clients, gateways). Without
+//! `runtime`, the crate links no part of the per-core runtime: frames, bodies, error
+//! codes and TLS configuration only.
+//!
 //! **Where it runs.** A connection lives on one core: its reader task, writer task and
 //! request handlers are `!Send` tasks of the `kiseki-runtime` executor that made it, and
 //! its state is `Rc`/`RefCell`/`Cell` (I-T1). On a storage node each core runs its own
@@ -33,9 +39,14 @@
 pub mod body;
 mod error;
 pub mod frame;
+#[cfg(feature = "runtime")]
 mod rpc;
+#[cfg(feature = "runtime")]
 mod stream;
 pub mod tls;
+#[cfg(feature = "tokio")]
+pub mod tokio_rpc;
+#[cfg(feature = "runtime")]
 mod transport;
 
 /// The rkyv this crate's wire format is built on (version 0.8, features pinned), for API
@@ -46,7 +57,15 @@ pub use rkyv;
 pub use body::{decode_body, encode_body, ErrorBody};
 pub use error::{ErrorCode, NetError, RemoteError};
 pub use frame::{Frame, FrameDecoder, FrameEncoder, FrameHeader, FrameKind};
-pub use rpc::{serve_connection, PeerInfo, Request, RpcClient, RpcConfig, RpcServer, Service};
+#[cfg(feature = "runtime")]
+pub use rpc::{serve_connection, PeerInfo, Request, RpcClient, RpcServer, Service};
+pub use rpc_config::RpcConfig;
+#[cfg(feature = "runtime")]
 pub use stream::{BufferFuture, ByteStream, LocalBoxFuture, MemoryStream, RECV_BYTES_DEFAULT};
-pub use tls::{TlsFiles, TlsStream, TlsTransport};
+pub use tls::TlsFiles;
+#[cfg(feature = "runtime")]
+pub use tls::{TlsStream, TlsTransport};
+#[cfg(feature = "runtime")]
 pub use transport::{Accepted, Listener, TcpTransport, Transport};
+
+mod rpc_config;

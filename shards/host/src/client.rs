@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use kiseki_namespace::Delta;
 use kiseki_net::{decode_body, encode_body, NetError, RpcClient, RpcConfig, TcpTransport, Transport};
 
-use crate::api::{
+use crate::HostError;
+use kiseki_api::meta::{
     DiscoverReply, DiscoverRequest, ProposeReply, ProposeRequest, ReadReply, ReadRequest, Redirect, StatusReply,
     StatusRequest, MSG_DISCOVER, MSG_PROPOSE, MSG_READ, MSG_STATUS,
 };
-use crate::cluster::ClusterMap;
-use crate::machine::{DeltaOutcome, ReadAnswer, ReadQuery};
-use crate::HostError;
+use kiseki_api::{ClusterMap, DeltaOutcome, ReadAnswer, ReadQuery};
 
 /// One client session: at most one outstanding proposal, numbered in order. Open one per
 /// concurrent stream of proposals.

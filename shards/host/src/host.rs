@@ -18,11 +18,12 @@ use kiseki_namespace::{Delta, NamespaceConfig, NamespaceId};
 use kiseki_net::{encode_body, RpcClient, Transport};
 use kiseki_runtime::local::{oneshot, Notify, OneshotSender};
 
-use crate::api::{ConsensusMessage, ProposeReply, ReadReply, Redirect, ReplicaStatus, MSG_CONSENSUS};
-use crate::cluster::ClusterMap;
 use crate::log::ShardLog;
-use crate::machine::{DeltaOutcome, NamespaceMachine, ReadQuery};
+use crate::machine::NamespaceMachine;
 use crate::HostError;
+use kiseki_api::meta::{ConsensusMessage, ProposeReply, ReadReply, Redirect, ReplicaStatus, MSG_CONSENSUS};
+use kiseki_api::ClusterMap;
+use kiseki_api::{DeltaOutcome, ReadQuery};
 
 /// Settings of a core's host.
 #[derive(Clone, Debug)]

@@ -19,19 +19,20 @@
 //! that core's fragment store); [`MetaClient`] on any kiseki-runtime executor.
 #![forbid(unsafe_code)]
 
-pub mod api;
 mod client;
-mod cluster;
 mod host;
 mod log;
 mod machine;
 mod service;
 
+/// The messages of the metadata service (they live in `kiseki-api`).
+pub use kiseki_api::meta as api;
+pub use kiseki_api::{ClusterMap, DeltaOutcome, NodeInfo, ReadAnswer, ReadQuery, READDIR_ENTRIES_MAX};
+
 pub use client::{MetaClient, Session};
-pub use cluster::{ClusterMap, NodeInfo};
 pub use host::{shard_namespace_config, CoreHost, HostConfig};
-pub use log::{ShardLog, RECORD_PART_BYTES_MAX};
-pub use machine::{DeltaOutcome, NamespaceMachine, ReadAnswer, ReadQuery, READDIR_ENTRIES_MAX};
+pub use log::{is_log_locator, ShardLog, RECORD_PART_BYTES_MAX};
+pub use machine::NamespaceMachine;
 pub use service::{serve_core, CoreService};
 
 /// Largest consensus frame between nodes: a snapshot transfer to a lagging replica
@@ -59,6 +60,9 @@ pub enum HostError {
         /// The shard.
         shard: u64,
     },
+    /// A map or message of the API crate is invalid.
+    #[error("{0}")]
+    Api(#[from] kiseki_api::ApiError),
     /// The consensus layer refused.
     #[error("consensus: {0}")]
     Consensus(#[from] kiseki_consensus::ConsensusError),

@@ -32,6 +32,12 @@ fn part_locator(shard: u64, seq: u64, part: u16, parts: u16) -> Locator {
     Locator(bytes)
 }
 
+/// Whether `locator` names a shard-log record rather than a chunk fragment: such
+/// locators are the node's own, and the fragment service neither serves nor lists them.
+pub fn is_log_locator(locator: &Locator) -> bool {
+    locator.0[..12] == RECORD_MARK
+}
+
 /// (shard, seq, part, parts) of a shard-log locator; `None` for any other fragment.
 fn parse_locator(locator: &Locator) -> Option<(u64, u64, u16, u16)> {
     let bytes = &locator.0;

@@ -6,13 +6,13 @@ use kiseki_consensus::ProposalId;
 use kiseki_namespace::Delta;
 use kiseki_net::{decode_body, encode_body, ErrorCode, RemoteError, Request, RpcServer, Service};
 
-use crate::api::{
+use crate::host::CoreHost;
+use crate::HostError;
+use kiseki_api::meta::{
     ConsensusMessage, DiscoverReply, ProposeRequest, ReadRequest, StatusReply, MSG_CONSENSUS, MSG_DISCOVER,
     MSG_PROPOSE, MSG_READ, MSG_STATUS,
 };
-use crate::host::CoreHost;
-use crate::machine::ReadQuery;
-use crate::HostError;
+use kiseki_api::ReadQuery;
 
 /// Answers the metadata RPCs of one core.
 pub struct CoreService {
@@ -98,19 +98,21 @@ impl Service for CoreService {
     }
 }
 
-/// Serves `host` on its core's address from the cluster map until `stop` is notified.
-pub async fn serve_core(host: CoreHost, stop: Rc<kiseki_runtime::local::Notify>) -> Result<(), HostError> {
+/// Serves `service` on the address the cluster map gives `host`'s core until `stop` is
+/// notified, then stops the host. The service is a [`CoreService`] for `host`, or a
+/// node's service that hands the metadata RPCs to one (the node adds its fragment RPCs).
+pub async fn serve_core<S: Service>(
+    host: CoreHost,
+    service: Rc<S>,
+    stop: Rc<kiseki_runtime::local::Notify>,
+) -> Result<(), HostError> {
     let (node, core) = host.identity();
     let address = host
         .map()
         .address(node, core)
         .ok_or_else(|| HostError::Invalid(format!("node {node} core {core} is not in the cluster map")))?;
     let listener = host.transport().listen(address)?;
-    let server = Rc::new(RpcServer::new(
-        listener,
-        Rc::new(CoreService::new(host.clone())),
-        crate::peer_rpc_config(),
-    ));
+    let server = Rc::new(RpcServer::new(listener, service, crate::peer_rpc_config()));
     let stopper = Rc::clone(&server);
     kiseki_runtime::spawn("core-server-stop", async move {
         stop.notified().await;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::HostError;
+use crate::ApiError;
 
 /// One storage node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +18,13 @@ pub struct NodeInfo {
     pub port_base: u16,
     /// Cores (executors) it runs.
     pub cores: u16,
+    /// Devices it stores fragments on (`kiseki-server run --device`, in that order).
+    #[serde(default = "one_device")]
+    pub devices: u16,
+}
+
+fn one_device() -> u16 {
+    1
 }
 
 /// Nodes and shard placement. Placement is a pure function of the map, so every node
@@ -34,34 +41,41 @@ pub struct ClusterMap {
 
 impl ClusterMap {
     /// Checks ids, ports and counts.
-    pub fn validate(&self) -> Result<(), HostError> {
+    pub fn validate(&self) -> Result<(), ApiError> {
         if self.nodes.is_empty() || self.shards == 0 || self.replicas == 0 {
-            return Err(HostError::Invalid("a cluster needs nodes, shards and replicas".into()));
+            return Err(ApiError::Invalid("a cluster needs nodes, shards and replicas".into()));
         }
         let mut ids: Vec<u64> = self.nodes.iter().map(|node| node.id).collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.len() != self.nodes.len() || ids.iter().any(|id| *id == 0 || *id > 4096) {
-            return Err(HostError::Invalid("node ids must be unique and in 1..=4096".into()));
+            return Err(ApiError::Invalid("node ids must be unique and in 1..=4096".into()));
         }
-        if self.nodes.iter().any(|node| node.cores == 0) {
-            return Err(HostError::Invalid("every node needs at least one core".into()));
+        if self.nodes.iter().any(|node| node.cores == 0 || node.devices == 0) {
+            return Err(ApiError::Invalid(
+                "every node needs at least one core and one device".into(),
+            ));
+        }
+        if self.nodes.iter().any(|node| node.devices > DEVICES_PER_NODE_MAX) {
+            return Err(ApiError::Invalid(format!(
+                "a node has at most {DEVICES_PER_NODE_MAX} devices"
+            )));
         }
         Ok(())
     }
 
     /// Reads a map written by [`save`](Self::save).
-    pub fn load(path: &Path) -> Result<ClusterMap, HostError> {
+    pub fn load(path: &Path) -> Result<ClusterMap, ApiError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|error| HostError::Invalid(format!("reading {}: {error}", path.display())))?;
+            .map_err(|error| ApiError::Invalid(format!("reading {}: {error}", path.display())))?;
         let map = Self::from_json(&text)?;
         Ok(map)
     }
 
     /// Parses and validates JSON.
-    pub fn from_json(text: &str) -> Result<ClusterMap, HostError> {
+    pub fn from_json(text: &str) -> Result<ClusterMap, ApiError> {
         let map: ClusterMap =
-            serde_json::from_str(text).map_err(|error| HostError::Invalid(format!("cluster map: {error}")))?;
+            serde_json::from_str(text).map_err(|error| ApiError::Invalid(format!("cluster map: {error}")))?;
         map.validate()?;
         Ok(map)
     }
@@ -72,11 +86,11 @@ impl ClusterMap {
     }
 
     /// Writes the map (atomically: a temporary file renamed into place).
-    pub fn save(&self, path: &Path) -> Result<(), HostError> {
+    pub fn save(&self, path: &Path) -> Result<(), ApiError> {
         let temporary = path.with_extension("tmp");
         std::fs::write(&temporary, self.to_json())
             .and_then(|()| std::fs::rename(&temporary, path))
-            .map_err(|error| HostError::Invalid(format!("writing {}: {error}", path.display())))
+            .map_err(|error| ApiError::Invalid(format!("writing {}: {error}", path.display())))
     }
 
     /// The node with `id`.
@@ -121,6 +135,45 @@ impl ClusterMap {
             .filter(|shard| self.members(*shard).contains(&node) && self.core_of(*shard, node) == Some(core))
             .collect()
     }
+}
+
+impl ClusterMap {
+    /// The core of `node` that owns the fragments of `locator` there:
+    /// `hash(locator) mod cores` (the locator is already a hash; its first 8 bytes are
+    /// used).
+    pub fn fragment_core(&self, locator: &[u8; 32], node: u64) -> Option<usize> {
+        let info = self.node(node)?;
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&locator[..8]);
+        Some((u64::from_le_bytes(word) % u64::from(info.cores)) as usize)
+    }
+
+    /// Where the fragments of `locator` on `node` are served.
+    pub fn fragment_address(&self, locator: &[u8; 32], node: u64) -> Option<SocketAddr> {
+        self.address(node, self.fragment_core(locator, node)?)
+    }
+
+    /// Every device of the cluster as `(device id, node id, device index on the node)`,
+    /// with device ids from [`device_id`].
+    pub fn devices(&self) -> Vec<(u32, u64, u16)> {
+        self.nodes
+            .iter()
+            .flat_map(|node| (0..node.devices).map(move |index| (device_id(node.id, index), node.id, index)))
+            .collect()
+    }
+}
+
+/// Devices a node may have at most (device ids leave 8 bits for the index).
+pub const DEVICES_PER_NODE_MAX: u16 = 256;
+
+/// The cluster-wide id of device `index` of `node`: `node × 256 + index`.
+pub fn device_id(node: u64, index: u16) -> u32 {
+    (node as u32) << 8 | u32::from(index)
+}
+
+/// The node and device index of a device id from [`device_id`].
+pub fn split_device_id(device: u32) -> (u64, u16) {
+    (u64::from(device >> 8), (device & 0xff) as u16)
 }
 
 /// A deterministic 64-bit mix of shard and node (splitmix64 of their combination).

@@ -1,0 +1,272 @@
+//! The data commands (`kiseki put`, `get`, `ls`, `stat`, `mkdir`, `rm`, `mv`): files of a
+//! namespace through the native client, chunked and encrypted in this process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use kiseki_client::{Client, ClientOptions, KeyMaterial, Namespace, NamespaceOptions};
+use kiseki_namespace::{Attributes, FileKind};
+use kiseki_pipeline::Durability;
+
+/// Where the cluster is and whose keys to use; shared by every data command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Any core of any node (`kiseki up` prints them).
+    #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
+    pub cluster: SocketAddr,
+    /// The namespace (for now, a shard number of the cluster map).
+    #[arg(long, env = "KISEKI_NAMESPACE", default_value_t = 1)]
+    pub namespace: u64,
+    /// The key file (`kiseki up` writes `DATA_DIR/keys.json`).
+    #[arg(long, env = "KISEKI_KEYS", default_value = "./kiseki-data/keys.json")]
+    pub keys: PathBuf,
+    /// Durability of new chunks: `Nx` copies (`3x`) or `K+M` erasure coding (`4+2`);
+    /// default: 4+2 on six or more devices, else as many copies as devices, up to 3.
+    #[arg(long, value_parser = parse_durability)]
+    pub durability: Option<Durability>,
+}
+
+/// One data command.
+#[derive(Debug, clap::Subcommand)]
+pub enum DataCommand {
+    /// Writes a local file (or `-` for standard input) to a path in the namespace.
+    Put {
+        #[command(flatten)]
+        target: Target,
+        /// Local file, or `-`.
+        local: PathBuf,
+        /// Path in the namespace; its parent directories are created.
+        remote: String,
+    },
+    /// Reads a file of the namespace to a local file (or `-` for standard output).
+    Get {
+        #[command(flatten)]
+        target: Target,
+        /// Path in the namespace.
+        remote: String,
+        /// Local file, or `-`.
+        #[arg(default_value = "-")]
+        local: PathBuf,
+    },
+    /// Lists a directory.
+    Ls {
+        #[command(flatten)]
+        target: Target,
+        /// Directory in the namespace.
+        #[arg(default_value = "/")]
+        path: String,
+        /// One JSON object per entry.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attributes of a path.
+    Stat {
+        #[command(flatten)]
+        target: Target,
+        /// Path in the namespace.
+        path: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Creates a directory.
+    Mkdir {
+        #[command(flatten)]
+        target: Target,
+        /// Path in the namespace.
+        path: String,
+        /// Creates missing parents; an existing directory is not an error.
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Removes a file or an empty directory.
+    Rm {
+        #[command(flatten)]
+        target: Target,
+        /// Path in the namespace.
+        path: String,
+    },
+    /// Renames a file or directory.
+    Mv {
+        #[command(flatten)]
+        target: Target,
+        /// Current path.
+        from: String,
+        /// New path.
+        to: String,
+    },
+}
+
+/// Parses `3x` or `4+2`.
+pub fn parse_durability(text: &str) -> Result<Durability, String> {
+    let durability = if let Some(copies) = text.strip_suffix('x') {
+        Durability::Replicas(copies.parse().map_err(|_| format!("{text}: expected Nx or K+M"))?)
+    } else if let Some((data, parity)) = text.split_once('+') {
+        Durability::ErasureCoded {
+            data: data.parse().map_err(|_| format!("{text}: expected Nx or K+M"))?,
+            parity: parity.parse().map_err(|_| format!("{text}: expected Nx or K+M"))?,
+        }
+    } else {
+        return Err(format!("{text}: expected Nx or K+M"));
+    };
+    durability.validate().map_err(|error| error.to_string())?;
+    Ok(durability)
+}
+
+/// The default durability for a cluster of `devices` devices.
+pub fn default_durability(devices: usize) -> Durability {
+    if devices >= 6 {
+        Durability::ErasureCoded { data: 4, parity: 2 }
+    } else {
+        Durability::Replicas(devices.clamp(1, 3) as u8)
+    }
+}
+
+async fn open(target: &Target) -> anyhow::Result<Namespace> {
+    let keys = KeyMaterial::load(&target.keys).with_context(|| "loading keys (is `kiseki up` running here?)")?;
+    let client = Client::connect(target.cluster, ClientOptions::default())
+        .await
+        .with_context(|| format!("connecting to {}", target.cluster))?;
+    let durability = target
+        .durability
+        .unwrap_or_else(|| default_durability(client.pool().devices().len()));
+    Ok(Namespace::new(
+        client,
+        target.namespace,
+        Arc::new(keys),
+        NamespaceOptions::with_durability(durability),
+    )?)
+}
+
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::File => "file",
+        FileKind::Directory => "directory",
+        FileKind::Symlink => "symlink",
+    }
+}
+
+fn attributes_json(path: &str, inode: u64, attributes: &Attributes) -> String {
+    serde_json::json!({
+        "path": path,
+        "inode": inode,
+        "kind": kind_name(attributes.kind),
+        "mode": format!("{:o}", attributes.mode),
+        "uid": attributes.uid,
+        "gid": attributes.gid,
+        "size_bytes": attributes.size_bytes,
+        "nlink": attributes.nlink,
+        "mtime": attributes.mtime.seconds,
+        "generation": attributes.generation,
+    })
+    .to_string()
+}
+
+impl DataCommand {
+    fn target(&self) -> &Target {
+        match self {
+            DataCommand::Put { target, .. }
+            | DataCommand::Get { target, .. }
+            | DataCommand::Ls { target, .. }
+            | DataCommand::Stat { target, .. }
+            | DataCommand::Mkdir { target, .. }
+            | DataCommand::Rm { target, .. }
+            | DataCommand::Mv { target, .. } => target,
+        }
+    }
+}
+
+/// Runs one data command on a tokio runtime of its own.
+pub fn run(command: DataCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+    runtime.block_on(run_async(command))
+}
+
+async fn run_async(command: DataCommand) -> anyhow::Result<()> {
+    let namespace = open(command.target()).await?;
+    match command {
+        DataCommand::Put { local, remote, .. } => {
+            if let Some((parent, _)) = remote.trim_end_matches('/').rsplit_once('/') {
+                if !parent.is_empty() {
+                    namespace.mkdir_all(parent, 0o755).await?;
+                }
+            }
+            let summary = if local.as_os_str() == "-" {
+                namespace.write_file(&remote, tokio::io::stdin(), 0o644).await?
+            } else {
+                let file = tokio::fs::File::open(&local)
+                    .await
+                    .with_context(|| format!("opening {}", local.display()))?;
+                namespace.write_file(&remote, file, 0o644).await?
+            };
+            eprintln!("{remote}: {} bytes in {} chunk(s)", summary.bytes, summary.chunks);
+        }
+        DataCommand::Get { remote, local, .. } => {
+            let summary = if local.as_os_str() == "-" {
+                namespace.read_file(&remote, &mut tokio::io::stdout()).await?
+            } else {
+                let mut file = tokio::fs::File::create(&local)
+                    .await
+                    .with_context(|| format!("creating {}", local.display()))?;
+                let summary = namespace.read_file(&remote, &mut file).await?;
+                file.sync_all().await?;
+                summary
+            };
+            if summary.degraded_chunks > 0 {
+                eprintln!(
+                    "{remote}: {} of {} chunk(s) read degraded (fragments missing)",
+                    summary.degraded_chunks, summary.chunks
+                );
+            }
+        }
+        DataCommand::Ls { path, json, .. } => {
+            for entry in namespace.list(&path).await? {
+                let name = String::from_utf8_lossy(&entry.name);
+                if json {
+                    let line = serde_json::json!({
+                        "name": name,
+                        "inode": entry.inode.0,
+                        "kind": kind_name(entry.kind),
+                    });
+                    println!("{line}");
+                } else if entry.kind == FileKind::Directory {
+                    println!("{name}/");
+                } else {
+                    println!("{name}");
+                }
+            }
+        }
+        DataCommand::Stat { path, json, .. } => {
+            let (inode, attributes) = namespace.resolve(&path).await?;
+            if json {
+                println!("{}", attributes_json(&path, inode.0, &attributes));
+            } else {
+                println!(
+                    "{path}: {} inode {} mode {:o} size {} links {} uid {} gid {}",
+                    kind_name(attributes.kind),
+                    inode.0,
+                    attributes.mode,
+                    attributes.size_bytes,
+                    attributes.nlink,
+                    attributes.uid,
+                    attributes.gid
+                );
+            }
+        }
+        DataCommand::Mkdir { path, parents, .. } => {
+            if parents {
+                namespace.mkdir_all(&path, 0o755).await?;
+            } else {
+                namespace.mkdir(&path, 0o755).await?;
+            }
+        }
+        DataCommand::Rm { path, .. } => namespace.remove(&path).await?,
+        DataCommand::Mv { from, to, .. } => namespace.rename(&from, &to).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! The native Kiseki client: what compute nodes, gateways and the command line use to
+//! read and write a cluster.
+//!
+//! **What it owns.** The cluster map as a node hands it out, one multiplexed connection
+//! per core it talks to ([`Connector`]), shard-aware metadata calls that go straight to
+//! a shard's leader and retry across leader changes with the same proposal id
+//! ([`Client::propose`], [`Client::read`]), fragment calls that go straight to the core
+//! that owns the fragment ([`Client::put_fragment`], [`Client::get_fragment`]), and files
+//! and directories of a namespace ([`Namespace`]) with client-side chunking, encryption
+//! and erasure coding through `kiseki-pipeline`.
+//!
+//! **Invariants.**
+//! - I-K1: plaintext never leaves this process: only sealed fragments are sent, and the
+//!   extent map holds `K` wrapped under the tenant KEK ([`chunk_record`]).
+//! - I-L5: a file's extents are committed only after every fragment they reference is
+//!   durable on its device.
+//! - Reads return only verified plaintext: fragments are checked, the AEAD tag and
+//!   `H(plaintext) == K` are verified, or the read fails.
+//!
+//! **Where it runs.** On tokio, any flavour and any number of threads: a [`Client`] is
+//! `Send + Sync` and cheap to clone. It links the pipeline, placement and API crates, and
+//! `kiseki-net` without its runtime: never the device store, the per-core runtime or the
+//! shards.
+#![forbid(unsafe_code)]
+
+pub mod chunk_record;
+mod client;
+mod error;
+mod keys;
+mod links;
+mod namespace;
+
+pub use client::{Client, ClientOptions};
+pub use error::ClientError;
+pub use keys::KeyMaterial;
+pub use links::Connector;
+pub use namespace::{path_components, Namespace, NamespaceOptions, ReadSummary, WriteSummary};

@@ -1,0 +1,101 @@
+//! What a client asks of a shard and what it learns: the outcome of a delta, reads and
+//! their answers. These travel postcard-encoded inside the byte fields of the
+//! [`crate::meta`] envelopes.
+
+use kiseki_namespace::{Attributes, DirEntry, InodeId, NamespaceError, NamespaceStats, ReadPiece, WatchEvent};
+use serde::{Deserialize, Serialize};
+
+/// What a proposer learns of its delta: kept small, since the consensus layer stores the
+/// last outcome of every client session for deduplication.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum DeltaOutcome {
+    /// Applied.
+    Done {
+        /// The inode the delta created or changed.
+        inode: Option<InodeId>,
+        /// Its attributes after the delta.
+        attributes: Option<Attributes>,
+    },
+    /// Refused; nothing changed.
+    Refused(NamespaceError),
+}
+
+/// A read a client may ask of a shard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReadQuery {
+    /// `lookup(parent, name)`.
+    Lookup {
+        /// The directory.
+        parent: InodeId,
+        /// The entry name.
+        name: Vec<u8>,
+    },
+    /// `getattr(inode)`.
+    GetAttr {
+        /// The inode.
+        inode: InodeId,
+    },
+    /// `readdir(dir, after_cookie, limit)`.
+    ReadDir {
+        /// The directory.
+        dir: InodeId,
+        /// Entries after this cookie.
+        after_cookie: u64,
+        /// At most this many entries.
+        limit: u32,
+    },
+    /// The pieces of `[offset_bytes, offset_bytes + length_bytes)` of a file: inline
+    /// bytes, extents cut to the range, and holes, in order (at most
+    /// [`EXTENTS_READ_BYTES_MAX`] bytes of the file per read).
+    Extents {
+        /// The file.
+        inode: InodeId,
+        /// First byte.
+        offset_bytes: u64,
+        /// Bytes wanted.
+        length_bytes: u64,
+    },
+    /// Counts of the shard's namespace.
+    StatFs,
+    /// Watch events with a sequence at or above `sequence` (a subscription polls this,
+    /// passing the last sequence it saw plus one).
+    WatchSince {
+        /// The first sequence wanted.
+        sequence: u64,
+        /// At most this many events.
+        limit: u32,
+    },
+}
+
+/// The answer to a [`ReadQuery`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReadAnswer {
+    /// A found entry.
+    Entry {
+        /// Its inode.
+        inode: InodeId,
+        /// Its attributes.
+        attributes: Attributes,
+    },
+    /// Attributes.
+    Attributes(Attributes),
+    /// Directory entries.
+    Entries(Vec<DirEntry>),
+    /// The pieces of a file's range.
+    Pieces(Vec<ReadPiece>),
+    /// Counts.
+    Stats(NamespaceStats),
+    /// Watch events, in sequence order.
+    Events(Vec<WatchEvent>),
+    /// The read failed.
+    Failed(NamespaceError),
+}
+
+/// Watch events one read may return at most.
+pub const WATCH_EVENTS_PER_READ_MAX: u32 = 4096;
+
+/// Bytes of a file one `Extents` read covers at most (a longer range is cut).
+pub const EXTENTS_READ_BYTES_MAX: u64 = 256 << 20;
+
+/// Entries one readdir may return at most.
+pub const READDIR_ENTRIES_MAX: u32 = 4096;
