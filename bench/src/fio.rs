@@ -16,7 +16,8 @@
 //! it is a regular file, hold `numjobs × size_bytes` bytes: otherwise fio would quietly
 //! create or extend it ("laying out IO file") and measure something else.
 //!
-//! The metadata profiles (`meta-*.fio`, for `kiseki bench meta`) work on files in a
+//! The metadata and small-file profiles (`meta-*.fio` for `kiseki bench meta`,
+//! `io-smallfiles-4k.fio` for `kiseki bench io`) work on files in a
 //! directory instead of a device; [`run_in_directory`] sets their variables from a
 //! [`FioDirectoryRun`]:
 //!
@@ -45,6 +46,8 @@ pub const SEQREAD_1M: &str = "engine-seqread-1m.fio";
 pub const META_FILECREATE: &str = "meta-filecreate.fio";
 /// `stat(2)` of existing files (`ioengine=filestat`).
 pub const META_FILESTAT: &str = "meta-filestat.fio";
+/// 4 KiB files, each written once and fsynced as it is closed.
+pub const IO_SMALLFILES: &str = "io-smallfiles-4k.fio";
 
 /// The file [`profiles_dir`] looks for to recognise a `fio-profiles/` directory.
 const MARKER: &str = "engine-randread-4k.fio";

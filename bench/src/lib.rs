@@ -8,8 +8,10 @@
 //! printed.
 #![forbid(unsafe_code)]
 
+mod cluster;
 pub mod engine;
 pub mod fio;
+pub mod io;
 pub mod meta;
 pub mod pipeline;
 pub mod report;

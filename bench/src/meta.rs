@@ -28,7 +28,6 @@
 //! caller gets the list ([`MetaReport::failures`]). Nothing here asserts timing.
 
 mod alone;
-mod cluster;
 mod load;
 mod workload;
 
@@ -41,7 +40,7 @@ use anyhow::{bail, Context};
 
 use crate::fio::{self, FioDirectoryRun, FioResult};
 use crate::report::Case;
-use cluster::{ClusterSpec, LocalCluster};
+use crate::cluster::{ClusterSpec, LocalCluster};
 use load::LoadShape;
 use workload::{Op, OpFigures, Workload, OPS};
 
@@ -264,6 +263,7 @@ fn measure(
     let spec = ClusterSpec {
         nodes: topology.nodes,
         cores: topology.cores,
+        devices: 1,
         shards: options.shards_per_core * (topology.nodes * topology.cores) as u64,
         device_bytes: options.device_bytes,
     };

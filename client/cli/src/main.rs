@@ -9,6 +9,7 @@
 mod certs;
 mod data;
 mod meta;
+mod status;
 mod up;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Command {
         #[command(subcommand)]
         command: meta::MetaCommand,
     },
+    /// Nodes, shards and leaders, devices with used and free bytes, degraded chunks.
+    Status(status::StatusOptions),
     /// Files of a namespace: put, get, ls, stat, mkdir, rm, mv (encrypted in this process).
     #[command(flatten)]
     Data(data::DataCommand),
@@ -84,6 +87,9 @@ enum Suite {
     /// Metadata service (real kiseki-server clusters on this machine) vs the state machine
     /// alone and fio's filecreate/filestat.
     Meta(MetaArguments),
+    /// Files through the native client (real kiseki-server clusters on this machine) vs
+    /// fio on the same filesystem and the chunk pipeline.
+    Io(IoArguments),
     /// Chunk pipeline (chunk, key, encrypt, encode, CRC) vs its stages and memcpy.
     Pipeline {
         /// Highest core count to measure; default: all available.
@@ -162,6 +168,69 @@ impl MetaArguments {
     }
 }
 
+/// Options of `kiseki bench io`.
+#[derive(Debug, clap::Args)]
+struct IoArguments {
+    /// Parent of the working directory (device files, fio's files); default: the system's
+    /// temporary directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Topologies as NODESxCORES, comma separated; default: 1x1,1x2,3x1,3x2 (quick: 1x1,3x1).
+    #[arg(long, value_delimiter = ',')]
+    topologies: Vec<kiseki_bench::meta::Topology>,
+    /// Large files per topology; default 16 (quick 2).
+    #[arg(long)]
+    large_files: Option<usize>,
+    /// Size of each large file; default 64MiB (quick 16MiB).
+    #[arg(long, value_parser = parse_bytes)]
+    large_file_size: Option<u64>,
+    /// Large files written or read at once; default 2.
+    #[arg(long)]
+    streams: Option<usize>,
+    /// 4 KiB files per topology; default 2000 (quick 100).
+    #[arg(long)]
+    small_files: Option<usize>,
+    /// Size of each device file (sparse); default 16GiB (quick 2GiB).
+    #[arg(long, value_parser = parse_bytes)]
+    device_size: Option<u64>,
+    /// A short run (two topologies, a few files) for smoke tests.
+    #[arg(long)]
+    quick: bool,
+    /// Skip the fio baselines.
+    #[arg(long)]
+    no_fio: bool,
+    /// Runs the suite this many times and reports each case's median.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// One JSON object per case per line.
+    #[arg(long)]
+    json: bool,
+}
+
+impl IoArguments {
+    fn options(&self) -> anyhow::Result<kiseki_bench::io::IoOptions> {
+        let server = up::server_binary();
+        let mut options = if self.quick {
+            kiseki_bench::io::IoOptions::quick(server)
+        } else {
+            kiseki_bench::io::IoOptions::full(server)
+        };
+        options.directory.clone_from(&self.dir);
+        if !self.topologies.is_empty() {
+            options.topologies.clone_from(&self.topologies);
+        }
+        options.large_files = self.large_files.unwrap_or(options.large_files);
+        if let Some(bytes) = self.large_file_size {
+            options.large_file_bytes = usize::try_from(bytes)?;
+        }
+        options.streams = self.streams.unwrap_or(options.streams);
+        options.small_files = self.small_files.unwrap_or(options.small_files);
+        options.device_bytes = self.device_size.unwrap_or(options.device_bytes);
+        options.skip_fio = self.no_fio;
+        Ok(options)
+    }
+}
+
 /// Runs `suite` `repeat` times; each case's value and baseline are the medians of the runs
 /// (cases are matched by name: a run may leave some out, e.g. a topology that did not start).
 fn median_of_runs(repeat: usize, suite: impl Fn() -> anyhow::Result<Vec<Case>>) -> anyhow::Result<Vec<Case>> {
@@ -204,6 +273,7 @@ fn main() -> anyhow::Result<()> {
         Command::Meta { command } => meta::run(command),
         Command::Certs { command } => certs::run(command),
         Command::Data(command) => data::run(command),
+        Command::Status(options) => status::run(options),
         Command::Bench { suite } => match suite {
             Suite::Engine {
                 device,
@@ -234,6 +304,21 @@ fn main() -> anyhow::Result<()> {
                 let failures = std::cell::RefCell::new(Vec::new());
                 let cases = median_of_runs(arguments.repeat, || {
                     let report = kiseki_bench::meta::run(&options)?;
+                    failures.borrow_mut().extend(report.failures);
+                    Ok(report.cases)
+                })?;
+                print_all(&cases, arguments.json);
+                let failures = failures.into_inner();
+                if !failures.is_empty() {
+                    anyhow::bail!("not measured:\n  {}", failures.join("\n  "));
+                }
+                Ok(())
+            }
+            Suite::Io(arguments) => {
+                let options = arguments.options()?;
+                let failures = std::cell::RefCell::new(Vec::new());
+                let cases = median_of_runs(arguments.repeat, || {
+                    let report = kiseki_bench::io::run(&options)?;
                     failures.borrow_mut().extend(report.failures);
                     Ok(report.cases)
                 })?;

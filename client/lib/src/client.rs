@@ -498,7 +498,7 @@ impl Client {
             limit,
         })?;
         match self
-            .fragment_call(node, address, MSG_FRAGMENT_LIST, &body, Persistence::UntilDeadline)
+            .fragment_call(node, address, MSG_FRAGMENT_LIST, &body, Persistence::Twice)
             .await?
         {
             FragmentReply::Locators(locators) => Ok(locators),

@@ -26,12 +26,14 @@
 pub mod chunk_record;
 mod client;
 mod error;
+mod health;
 mod keys;
 mod links;
 mod namespace;
 
 pub use client::{Client, ClientOptions};
 pub use error::ClientError;
+pub use health::{chunk_health, ChunkHealth, Inventory};
 pub use keys::KeyMaterial;
 pub use links::Connector;
 pub use namespace::{path_components, Namespace, NamespaceOptions, ReadSummary, WriteSummary};

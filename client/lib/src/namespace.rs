@@ -440,7 +440,7 @@ fn unexpected(answer: &ReadAnswer) -> ClientError {
     ClientError::Invalid(format!("unexpected answer from the shard: {answer:?}"))
 }
 
-fn piece_end(piece: &ReadPiece) -> u64 {
+pub(crate) fn piece_end(piece: &ReadPiece) -> u64 {
     match piece {
         ReadPiece::Inline { offset_bytes, data } => offset_bytes + data.len() as u64,
         ReadPiece::Extent { offset_bytes, extent } => offset_bytes + extent.length_bytes,

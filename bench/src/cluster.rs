@@ -1,8 +1,8 @@
 //! A local cluster of real `kiseki-server` processes on file-backed devices.
 //!
-//! Node `n` (from 1) listens on 127.0.0.`n`, core `c` on `port_base + c`; its device is
-//! `node<n>.dev` in the cluster's directory (a sparse file, formatted by
-//! `kiseki-server format`) and its log (stderr) `node<n>.log`. Each node
+//! Node `n` (from 1) listens on 127.0.0.`n`, core `c` on `port_base + c`; its devices are
+//! `node<n>.dev`, `node<n>-1.dev`, ... in the cluster's directory (sparse files, formatted
+//! by `kiseki-server format`) and its log (stderr) `node<n>.log`. Each node
 //! process starts with a CPU affinity of its own cores' worth of CPUs where the machine
 //! has them (wrapping around where it does not), so that one-core nodes do not all pin
 //! their core 0 to the same CPU. Dropping the cluster stops every node (SIGTERM, then
@@ -26,9 +26,11 @@ pub(crate) struct ClusterSpec {
     pub nodes: usize,
     /// Cores per node.
     pub cores: usize,
+    /// Devices per node.
+    pub devices: usize,
     /// Shards of the namespace.
     pub shards: u64,
-    /// Size of each node's device file, a sparse file: disk space is taken as the store
+    /// Size of each device file, a sparse file: disk space is taken as the store
     /// writes, so this bounds the store, not the disk space used.
     pub device_bytes: u64,
 }
@@ -52,6 +54,16 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a node may take to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
+/// The device files of node `node` (from 1): `node<n>.dev`, then `node<n>-<i>.dev`.
+fn device_paths(directory: &Path, node: usize, devices: usize) -> Vec<PathBuf> {
+    (0..devices)
+        .map(|index| match index {
+            0 => directory.join(format!("node{node}.dev")),
+            index => directory.join(format!("node{node}-{index}.dev")),
+        })
+        .collect()
+}
+
 /// The address of node `node` (from 1).
 fn host(node: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, node as u8))
@@ -61,8 +73,8 @@ impl LocalCluster {
     /// Writes the map, formats the devices and starts every node, waiting for each to
     /// print `ready`. `directory` must not exist yet (it is created, and removed on drop).
     pub fn start(server: &Path, directory: &Path, spec: &ClusterSpec) -> anyhow::Result<LocalCluster> {
-        if spec.nodes == 0 || spec.nodes > 254 || spec.cores == 0 {
-            bail!("a local cluster has 1 to 254 nodes of at least one core: {spec:?}");
+        if spec.nodes == 0 || spec.nodes > 254 || spec.cores == 0 || spec.devices == 0 {
+            bail!("a local cluster has 1 to 254 nodes of at least one core and one device: {spec:?}");
         }
         std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
         let mut cluster = LocalCluster {
@@ -77,12 +89,12 @@ impl LocalCluster {
             .args(["--hosts", &hosts.join(",")])
             .args(["--cores", &spec.cores.to_string()])
             .args(["--shards", &spec.shards.to_string()])
+            .args(["--devices", &spec.devices.to_string()])
             .args(["--port-base", &cluster.port_base.to_string()])
             .arg("--out")
             .arg(&map);
         run_quietly(&mut init, "kiseki-server init")?;
-        for node in 1..=spec.nodes {
-            let device = directory.join(format!("node{node}.dev"));
+        for device in (1..=spec.nodes).flat_map(|node| device_paths(directory, node, spec.devices)) {
             // Sparse: `format --size` would allocate the whole file up front.
             File::create(&device)
                 .and_then(|file| file.set_len(spec.device_bytes))
@@ -138,9 +150,11 @@ impl LocalCluster {
         let stderr = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(server);
         command
-            .arg("run")
-            .arg("--device")
-            .arg(self.directory.join(format!("node{node}.dev")))
+            .arg("run");
+        for device in device_paths(&self.directory, node, spec.devices) {
+            command.arg("--device").arg(device);
+        }
+        command
             .args(["--cores", &spec.cores.to_string()])
             .args(["--metrics-addr", &format!("{}:0", host(node))])
             .arg("--cluster")

@@ -1,0 +1,265 @@
+//! `kiseki status`: the cluster as its nodes report it — nodes and whether they answer,
+//! each shard's replicas and leader, each device's used and free bytes summed over the
+//! cores that own its allocation groups, and the health of the namespace's chunks
+//! (fragments listed on every device against every file's extent map). Every figure is
+//! asked of the nodes when the command runs; a node that does not answer is shown down.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use kiseki_client::{chunk_health, ChunkHealth, Client, ClientOptions};
+use serde::Serialize;
+
+/// Options of `kiseki status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusOptions {
+    /// Any core of any node (`kiseki up` prints them).
+    #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
+    pub cluster: SocketAddr,
+    /// The namespace whose chunks are checked (a shard number of the cluster map).
+    #[arg(long, env = "KISEKI_NAMESPACE", default_value_t = 1)]
+    pub namespace: u64,
+    /// Skips the chunk health scan (which lists every fragment and every file).
+    #[arg(long)]
+    pub no_chunks: bool,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeStatus {
+    id: u64,
+    address: String,
+    cores: u16,
+    devices: u16,
+    /// `up`, or why it is down.
+    state: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ShardStatus {
+    shard: u64,
+    /// Node of the leader as the first answering replica knows it (0: none).
+    leader: u64,
+    /// `node/core` of every replica that answered.
+    replicas: Vec<String>,
+    /// Highest applied index over the replicas that answered.
+    applied_index: u64,
+    inodes: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct DeviceStatus {
+    node: u64,
+    index: u16,
+    path: String,
+    total_bytes: u64,
+    used_bytes: u64,
+    free_bytes: u64,
+    live_bytes: u64,
+    fragments: u64,
+    failures: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChunkStatus {
+    namespace: u64,
+    chunks: u64,
+    degraded: u64,
+    lost: u64,
+    fragments_missing: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterStatus {
+    nodes: Vec<NodeStatus>,
+    shards: Vec<ShardStatus>,
+    devices: Vec<DeviceStatus>,
+    chunks: Option<ChunkStatus>,
+}
+
+/// Runs `kiseki status` on a tokio runtime of its own.
+pub fn run(options: StatusOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+    runtime.block_on(async move {
+        let client = Client::connect(options.cluster, ClientOptions::default())
+            .await
+            .with_context(|| format!("connecting to {}", options.cluster))?;
+        let status = gather(&client, &options).await?;
+        print(&status, options.json)
+    })
+}
+
+async fn gather(client: &Client, options: &StatusOptions) -> anyhow::Result<ClusterStatus> {
+    let mut nodes = Vec::new();
+    let mut shards: BTreeMap<u64, ShardStatus> = BTreeMap::new();
+    let mut devices: BTreeMap<(u64, u16), DeviceStatus> = BTreeMap::new();
+    for node in &client.map().nodes {
+        let mut state = String::from("up");
+        for core in 0..usize::from(node.cores) {
+            let reply = match client.status(node.id, core).await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    state = format!("down: core {core}: {error}");
+                    break;
+                }
+            };
+            for replica in reply.replicas {
+                let shard = shards.entry(replica.shard).or_insert_with(|| ShardStatus {
+                    shard: replica.shard,
+                    leader: 0,
+                    replicas: Vec::new(),
+                    applied_index: 0,
+                    inodes: 0,
+                });
+                if shard.leader == 0 {
+                    shard.leader = replica.leader;
+                }
+                shard.replicas.push(format!("{}/{core}", node.id));
+                if replica.applied_index >= shard.applied_index {
+                    shard.applied_index = replica.applied_index;
+                    shard.inodes = replica.inodes;
+                }
+            }
+            let reply = match client.devices(node.id, core).await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    state = format!("down: core {core}: {error}");
+                    break;
+                }
+            };
+            for device in reply.devices {
+                let entry = devices.entry((node.id, device.index)).or_insert_with(|| DeviceStatus {
+                    node: node.id,
+                    index: device.index,
+                    path: device.path.clone(),
+                    ..DeviceStatus::default()
+                });
+                entry.total_bytes += device.total_bytes;
+                entry.free_bytes += device.free_bytes;
+                entry.used_bytes += device.total_bytes.saturating_sub(device.free_bytes);
+                entry.live_bytes += device.live_bytes;
+                entry.fragments += device.fragments;
+                if let Some(failure) = device.failure {
+                    entry.failures.push(format!("core {core}: {failure}"));
+                }
+            }
+        }
+        nodes.push(NodeStatus {
+            id: node.id,
+            address: node.host.to_string(),
+            cores: node.cores,
+            devices: node.devices,
+            state,
+        });
+    }
+    let chunks = if options.no_chunks {
+        None
+    } else {
+        let inventory = client.fragment_inventory().await?;
+        let records = client
+            .chunk_records(options.namespace)
+            .await
+            .with_context(|| format!("walking namespace {}", options.namespace))?;
+        let ChunkHealth {
+            chunks,
+            degraded,
+            lost,
+            fragments_missing,
+        } = chunk_health(client.pool(), &records, &inventory);
+        Some(ChunkStatus {
+            namespace: options.namespace,
+            chunks,
+            degraded,
+            lost,
+            fragments_missing,
+        })
+    };
+    Ok(ClusterStatus {
+        nodes,
+        shards: shards.into_values().collect(),
+        devices: devices.into_values().collect(),
+        chunks,
+    })
+}
+
+fn print(status: &ClusterStatus, json: bool) -> anyhow::Result<()> {
+    // Written with `?`, so a closed pipe (`| head`) ends the command instead of panicking.
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(status)?)?;
+        return Ok(());
+    }
+    writeln!(out, "nodes")?;
+    for node in &status.nodes {
+        writeln!(
+            out,
+            "  node {:>3}  {:<15} {} core(s) {} device(s)  {}",
+            node.id, node.address, node.cores, node.devices, node.state
+        )?;
+    }
+    writeln!(out, "shards")?;
+    for shard in &status.shards {
+        let leader = if shard.leader == 0 {
+            String::from("none")
+        } else {
+            format!("node {}", shard.leader)
+        };
+        writeln!(
+            out,
+            "  shard {:>3}  leader {leader:<8} replicas {:<20} applied {:>8}  inodes {}",
+            shard.shard,
+            shard.replicas.join(" "),
+            shard.applied_index,
+            shard.inodes
+        )?;
+    }
+    writeln!(out, "devices")?;
+    for device in &status.devices {
+        writeln!(
+            out,
+            "  node {:>3} dev {:>2}  used {:>10} free {:>10} of {:>10}  {:>8} fragments  {}{}",
+            device.node,
+            device.index,
+            human_bytes(device.used_bytes),
+            human_bytes(device.free_bytes),
+            human_bytes(device.total_bytes),
+            device.fragments,
+            device.path,
+            if device.failures.is_empty() {
+                String::new()
+            } else {
+                format!("  FAILED: {}", device.failures.join("; "))
+            }
+        )?;
+    }
+    if let Some(chunks) = &status.chunks {
+        writeln!(
+            out,
+            "chunks (namespace {}): {} total, {} degraded, {} lost, {} fragment(s) missing",
+            chunks.namespace, chunks.chunks, chunks.degraded, chunks.lost, chunks.fragments_missing
+        )?;
+    }
+    Ok(())
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
