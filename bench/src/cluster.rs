@@ -149,8 +149,7 @@ impl LocalCluster {
         let log = self.directory.join(format!("node{node}.log"));
         let stderr = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(server);
-        command
-            .arg("run");
+        command.arg("run");
         for device in device_paths(&self.directory, node, spec.devices) {
             command.arg("--device").arg(device);
         }

@@ -177,7 +177,9 @@ pub fn run(options: &IoOptions) -> anyhow::Result<IoReport> {
         eprintln!("io: {topology}: starting {} node(s)", topology.nodes);
         match measure(options, topology, work.path()) {
             Ok(figures) => {
-                report.cases.extend(topology_cases(topology, &figures, &baselines[&topology.cores]));
+                report
+                    .cases
+                    .extend(topology_cases(topology, &figures, &baselines[&topology.cores]));
                 measured.insert(topology, figures);
             }
             Err(failure) => {
@@ -460,7 +462,11 @@ fn derived_cases(measured: &BTreeMap<Topology, Figures>) -> Vec<Case> {
                 continue;
             }
             for (name, value, baseline) in [
-                ("write", large_figures.write_bytes_per_s, small_figures.write_bytes_per_s),
+                (
+                    "write",
+                    large_figures.write_bytes_per_s,
+                    small_figures.write_bytes_per_s,
+                ),
                 ("read", large_figures.read_bytes_per_s, small_figures.read_bytes_per_s),
             ] {
                 cases.push(Case::higher_is_better(

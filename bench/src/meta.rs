@@ -38,9 +38,9 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 
+use crate::cluster::{ClusterSpec, LocalCluster};
 use crate::fio::{self, FioDirectoryRun, FioResult};
 use crate::report::Case;
-use crate::cluster::{ClusterSpec, LocalCluster};
 use load::LoadShape;
 use workload::{Op, OpFigures, Workload, OPS};
 

@@ -42,6 +42,8 @@ enum Command {
     },
     /// Nodes, shards and leaders, devices with used and free bytes, degraded chunks.
     Status(status::StatusOptions),
+    /// Rebuilds missing and corrupt fragments from the surviving ones (`--scrub`: verify all).
+    Repair(status::RepairOptions),
     /// Files of a namespace: put, get, ls, stat, mkdir, rm, mv (encrypted in this process).
     #[command(flatten)]
     Data(data::DataCommand),
@@ -274,6 +276,7 @@ fn main() -> anyhow::Result<()> {
         Command::Certs { command } => certs::run(command),
         Command::Data(command) => data::run(command),
         Command::Status(options) => status::run(options),
+        Command::Repair(options) => status::run_repair(options),
         Command::Bench { suite } => match suite {
             Suite::Engine {
                 device,

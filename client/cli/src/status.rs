@@ -263,3 +263,72 @@ fn human_bytes(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+/// Options of `kiseki repair`.
+#[derive(Debug, clap::Args)]
+pub struct RepairOptions {
+    /// Any core of any node (`kiseki up` prints them).
+    #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
+    pub cluster: SocketAddr,
+    /// The namespace whose chunks are repaired (a shard number of the cluster map).
+    #[arg(long, env = "KISEKI_NAMESPACE", default_value_t = 1)]
+    pub namespace: u64,
+    /// Reads and verifies every chunk (checksums and parity), not only those with
+    /// fragments missing from the listings.
+    #[arg(long)]
+    pub scrub: bool,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `kiseki repair`: rebuilds missing and corrupt fragments from the survivors onto
+/// the devices their placement names. Fails if any chunk could not be repaired.
+pub fn run_repair(options: RepairOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+    runtime.block_on(async move {
+        let client = Client::connect(options.cluster, ClientOptions::default())
+            .await
+            .with_context(|| format!("connecting to {}", options.cluster))?;
+        let inventory = client.fragment_inventory().await?;
+        for (node, why) in &inventory.down {
+            eprintln!("node {node} is down ({why}): chunks with fragments there wait for it");
+        }
+        let records = client
+            .chunk_records(options.namespace)
+            .await
+            .with_context(|| format!("walking namespace {}", options.namespace))?;
+        let summary = client.repair(records, &inventory, options.scrub).await;
+        if options.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "chunks_checked": summary.chunks_checked,
+                    "chunks_repaired": summary.chunks_repaired,
+                    "fragments_rebuilt": summary.fragments_rebuilt,
+                    "chunks_waiting": summary.chunks_waiting,
+                    "failed": summary.failed,
+                })
+            );
+        } else {
+            println!(
+                "repair: {} chunk(s) checked, {} repaired ({} fragment(s) rebuilt), {} waiting for a node, {} failed",
+                summary.chunks_checked,
+                summary.chunks_repaired,
+                summary.fragments_rebuilt,
+                summary.chunks_waiting,
+                summary.failed.len()
+            );
+        }
+        for failure in &summary.failed {
+            eprintln!("  failed: {failure}");
+        }
+        if !summary.failed.is_empty() {
+            anyhow::bail!("{} chunk(s) could not be repaired", summary.failed.len());
+        }
+        Ok(())
+    })
+}

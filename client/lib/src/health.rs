@@ -7,13 +7,15 @@
 //! chunk record of every extent (no keys needed: the record's durability and length are
 //! in the clear, `K` stays wrapped). [`chunk_health`] puts the two together: a chunk is
 //! *degraded* when fewer than all of its fragments are present and *lost* when fewer than
-//! it needs to be read.
+//! it needs to be read. [`Client::repair`] rebuilds what is missing from what survives.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use kiseki_api::{ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX};
 use kiseki_namespace::{FileKind, InodeId, NamespaceError, ReadPiece, READDIR_COOKIE_FIRST};
-use kiseki_placement::{place, PoolMap};
+use kiseki_pipeline::repair::{FragmentIo, Repairer};
+use kiseki_pipeline::Locator;
+use kiseki_placement::{place, DeviceId, PoolMap};
 
 use crate::chunk_record::ChunkRecord;
 use crate::{Client, ClientError};
@@ -152,6 +154,25 @@ impl Client {
     }
 }
 
+/// How many of `records`' fragments `inventory` holds, with the chunk's total.
+fn fragments_present(pool: &PoolMap, record: &ChunkRecord, inventory: &Inventory) -> (usize, usize) {
+    let total = record.durability.fragments_total();
+    let present = match place(pool, &record.chunk.locator, total) {
+        Ok(placement) => placement
+            .devices()
+            .iter()
+            .filter(|device| {
+                inventory
+                    .devices
+                    .get(&device.0)
+                    .is_some_and(|locators| locators.contains(&record.chunk.locator.0))
+            })
+            .count(),
+        Err(_) => 0,
+    };
+    (present, total)
+}
+
 /// How many of `records` are whole, degraded or lost given `inventory`.
 pub fn chunk_health(pool: &PoolMap, records: &[ChunkRecord], inventory: &Inventory) -> ChunkHealth {
     let mut health = ChunkHealth {
@@ -159,28 +180,148 @@ pub fn chunk_health(pool: &PoolMap, records: &[ChunkRecord], inventory: &Invento
         ..ChunkHealth::default()
     };
     for record in records {
-        let total = record.durability.fragments_total();
-        let needed = record.durability.fragments_needed();
-        let present = match place(pool, &record.chunk.locator, total) {
-            Ok(placement) => placement
-                .devices()
-                .iter()
-                .filter(|device| {
-                    inventory
-                        .devices
-                        .get(&device.0)
-                        .is_some_and(|locators| locators.contains(&record.chunk.locator.0))
-                })
-                .count(),
-            Err(_) => 0,
-        };
+        let (present, total) = fragments_present(pool, record, inventory);
         if present < total {
             health.degraded += 1;
             health.fragments_missing += (total - present) as u64;
         }
-        if present < needed {
+        if present < record.durability.fragments_needed() {
             health.lost += 1;
         }
     }
     health
+}
+
+/// What a repair pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RepairSummary {
+    /// Chunks read and verified.
+    pub chunks_checked: u64,
+    /// Chunks that had missing or bad fragments and now have all of them.
+    pub chunks_repaired: u64,
+    /// Fragments rebuilt and written (each read back and verified).
+    pub fragments_rebuilt: u64,
+    /// Chunks left as they were because a device of theirs is on a node that is down.
+    pub chunks_waiting: u64,
+    /// Chunks whose repair failed, with why.
+    pub failed: Vec<String>,
+}
+
+/// The cluster's fragments as the pipeline's repairer reads and writes them, from a
+/// blocking thread: each call waits for the client's request on the runtime.
+struct RemoteFragments {
+    client: Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl FragmentIo for RemoteFragments {
+    fn get_fragment(
+        &mut self,
+        device: DeviceId,
+        locator: &Locator,
+        _index: usize,
+        buffer: &mut Vec<u8>,
+    ) -> Result<bool, kiseki_pipeline::Error> {
+        match self.runtime.block_on(self.client.get_fragment(device.0, &locator.0)) {
+            Some(bytes) => {
+                *buffer = bytes;
+                Ok(true)
+            }
+            None => {
+                buffer.clear();
+                Ok(false)
+            }
+        }
+    }
+
+    fn put_fragment(
+        &mut self,
+        device: DeviceId,
+        locator: &Locator,
+        _index: usize,
+        fragment: &[u8],
+    ) -> Result<(), kiseki_pipeline::Error> {
+        let client = &self.client;
+        self.runtime
+            .block_on(async {
+                // A corrupt fragment under this locator would refuse the new one.
+                client.delete_fragment(device.0, &locator.0).await?;
+                client.put_fragment(device.0, &locator.0, fragment.to_vec()).await
+            })
+            .map_err(|error| kiseki_pipeline::Error::Io(std::io::Error::other(error.to_string())))
+    }
+
+    fn delete_fragment(
+        &mut self,
+        device: DeviceId,
+        locator: &Locator,
+        _index: usize,
+    ) -> Result<(), kiseki_pipeline::Error> {
+        self.runtime
+            .block_on(self.client.delete_fragment(device.0, &locator.0))
+            .map(|_| ())
+            .map_err(|error| kiseki_pipeline::Error::Io(std::io::Error::other(error.to_string())))
+    }
+}
+
+impl Client {
+    /// Rebuilds the missing and corrupt fragments of `records` onto the devices their
+    /// placement names, from the surviving ones (sealed bytes only: no key is needed or
+    /// used, I-K1). With `scrub`, every chunk is read and verified (parity included);
+    /// otherwise only the chunks `inventory` shows incomplete. A chunk with a device on a
+    /// node `inventory` lists as down waits for that node.
+    pub async fn repair(&self, records: Vec<ChunkRecord>, inventory: &Inventory, scrub: bool) -> RepairSummary {
+        let down: HashSet<u64> = inventory.down.iter().map(|(node, _)| *node).collect();
+        let mut summary = RepairSummary::default();
+        let mut work = Vec::new();
+        for record in records {
+            let (present, total) = fragments_present(self.pool(), &record, inventory);
+            if !scrub && present == total {
+                continue;
+            }
+            let Ok(placement) = place(self.pool(), &record.chunk.locator, total) else {
+                summary.failed.push(format!("{}: no placement", record.chunk.locator));
+                continue;
+            };
+            if placement
+                .devices()
+                .iter()
+                .any(|device| down.contains(&kiseki_api::split_device_id(device.0).0))
+            {
+                summary.chunks_waiting += 1;
+                continue;
+            }
+            work.push((record.chunk.locator, placement));
+        }
+        let mut io = RemoteFragments {
+            client: self.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let repaired = tokio::task::spawn_blocking(move || {
+            let mut repairer = Repairer::new();
+            let mut summary = summary;
+            for (locator, placement) in work {
+                summary.chunks_checked += 1;
+                match repairer.scrub_chunk(&locator, &placement, &mut io) {
+                    Ok(report) if !report.repaired.is_empty() => {
+                        summary.chunks_repaired += 1;
+                        summary.fragments_rebuilt += report.repaired.len() as u64;
+                    }
+                    Ok(report) if !report.parity_consistent => {
+                        summary
+                            .failed
+                            .push(format!("{locator}: parity does not match the data"));
+                    }
+                    Ok(_) => {}
+                    Err(error) => summary.failed.push(format!("{locator}: {error}")),
+                }
+            }
+            summary
+        })
+        .await;
+        repaired.unwrap_or_else(|error| RepairSummary {
+            failed: vec![format!("the repair thread failed: {error}")],
+            ..RepairSummary::default()
+        })
+    }
 }

@@ -33,7 +33,7 @@ mod namespace;
 
 pub use client::{Client, ClientOptions};
 pub use error::ClientError;
-pub use health::{chunk_health, ChunkHealth, Inventory};
+pub use health::{chunk_health, ChunkHealth, Inventory, RepairSummary};
 pub use keys::KeyMaterial;
 pub use links::Connector;
 pub use namespace::{path_components, Namespace, NamespaceOptions, ReadSummary, WriteSummary};
