@@ -1,7 +1,9 @@
 //! End to end through the `kiseki` command, 3 nodes on loopback with two devices each and
 //! EC 4+2: files from 0 bytes to 64 MiB are written; node 3 is SIGKILLed and every file
 //! reads back from the surviving fragments while `kiseki status` shows the node down and
-//! its chunks degraded; the cluster restarts with one device of node 2 wiped (formatted
+//! its chunks degraded, and a file written meanwhile lands at the write quorum (4 of 6
+//! fragments) and reads back; once node 3 is back, `kiseki repair` writes that file's
+//! missing fragments; the cluster then restarts with one device of node 2 wiped (formatted
 //! anew); `kiseki status` counts the chunks that lost a fragment, `kiseki repair`
 //! rebuilds them from the survivors, and `kiseki status` then shows zero degraded chunks
 //! and every file still reads back byte-identical.
@@ -39,6 +41,17 @@ fn status(cluster: &Cluster) -> serde_json::Value {
 
 fn degraded(status: &serde_json::Value) -> u64 {
     status["chunks"]["degraded"].as_u64().unwrap()
+}
+
+/// `kiseki repair --json ARGS`, which must succeed; its report.
+fn repair_ok(cluster: &Cluster, arguments: &[&str]) -> serde_json::Value {
+    let output = cluster.admin(&[&["repair", "--json"], arguments].concat());
+    assert!(
+        output.status.success(),
+        "kiseki repair: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn read_back(cluster: &Cluster, files: &[(String, Vec<u8>)], when: &str) {
@@ -90,8 +103,32 @@ fn lost_node_reads_degraded_and_lost_device_is_repaired() {
     let waiting: serde_json::Value = serde_json::from_slice(&waiting.stdout).unwrap();
     assert!(waiting["chunks_waiting"].as_u64().unwrap() > 0, "{waiting}");
     read_back(&cluster, &files, "with node 3 down");
+    // A write while node 3 is down lands at the write quorum (4 of 4+2) and reads back.
+    let late = file_bytes(3 << 20, 999, b"late");
+    let late_path = local.path().join("late");
+    std::fs::write(&late_path, &late).unwrap();
+    cluster.ok(
+        &["put", "--durability", "4+2", late_path.to_str().unwrap(), "/e2e/late"],
+        None,
+    );
+    files.push(("/e2e/late".to_string(), late));
+    read_back(&cluster, &files[files.len() - 1..], "written with node 3 down");
+    let with_late = status(&cluster);
+    let chunks = with_late["chunks"]["chunks"].as_u64().unwrap();
+    assert!(
+        degraded(&with_late) > degraded(&down),
+        "the late file is degraded: {with_late}"
+    );
 
-    // Restart (node 3's data is intact) with node 2's second device wiped.
+    // Node 3 back (its data intact): the late file's missing fragments are written to it.
+    let cluster = cluster.restart_after(|_| {});
+    let back = status(&cluster);
+    assert_eq!(degraded(&back), degraded(&with_late) - degraded(&down), "{back}");
+    let repair = repair_ok(&cluster, &[]);
+    assert_eq!(repair["chunks_repaired"].as_u64().unwrap(), degraded(&back), "{repair}");
+    assert_eq!(degraded(&status(&cluster)), 0, "full redundancy after node 3 is back");
+
+    // Restart with node 2's second device wiped.
     let cluster = cluster.restart_after(|data_dir| {
         let wiped = data_dir.join("node-2").join("device-1.img");
         let server = std::path::Path::new(KISEKI).with_file_name("kiseki-server");
@@ -114,13 +151,7 @@ fn lost_node_reads_degraded_and_lost_device_is_repaired() {
     assert!(degraded(&wiped) > 0, "the wiped device held fragments: {wiped}");
     read_back(&cluster, &files, "with a wiped device");
 
-    let repair = cluster.admin(&["repair", "--json"]);
-    assert!(
-        repair.status.success(),
-        "kiseki repair: {}",
-        String::from_utf8_lossy(&repair.stderr)
-    );
-    let repair: serde_json::Value = serde_json::from_slice(&repair.stdout).unwrap();
+    let repair = repair_ok(&cluster, &[]);
     assert_eq!(
         repair["chunks_repaired"].as_u64().unwrap(),
         degraded(&wiped),
@@ -131,9 +162,7 @@ fn lost_node_reads_degraded_and_lost_device_is_repaired() {
     assert_eq!(repaired["chunks"]["chunks"].as_u64().unwrap(), chunks);
 
     // A scrub reads and verifies every chunk, parity included, and finds nothing to do.
-    let scrub = cluster.admin(&["repair", "--scrub", "--json"]);
-    assert!(scrub.status.success(), "{scrub:?}");
-    let scrub: serde_json::Value = serde_json::from_slice(&scrub.stdout).unwrap();
+    let scrub = repair_ok(&cluster, &["--scrub"]);
     assert_eq!(scrub["chunks_checked"].as_u64().unwrap(), chunks, "{scrub}");
     assert_eq!(scrub["chunks_repaired"].as_u64().unwrap(), 0, "{scrub}");
 

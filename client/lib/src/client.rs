@@ -350,8 +350,11 @@ impl Client {
 /// How hard a fragment request tries.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Persistence {
-    /// Until the deadline (writes: every fragment must land).
+    /// Until the deadline (deletes: the fragment must go).
     UntilDeadline,
+    /// Until the deadline while the node can be reached; at once when it cannot be
+    /// connected to (writes: the chunk's other fragments may make its write quorum).
+    WhileReachable,
     /// Once more after a lost connection (reads: other fragments can stand in).
     Twice,
 }
@@ -383,6 +386,9 @@ impl Client {
             let last_chance = Instant::now() >= deadline || (persistence == Persistence::Twice && attempt >= 2);
             let connection = match self.inner.links.get(address).await {
                 Ok(connection) => connection,
+                Err(error) if persistence == Persistence::WhileReachable => {
+                    return Err(ClientError::Unavailable(format!("node {node}: {error}")));
+                }
                 Err(error) if !last_chance => {
                     tracing::debug!(node, %error, "fragment request: no connection; retrying");
                     back_off(attempt).await;
@@ -415,7 +421,8 @@ impl Client {
     }
 
     /// Stores `bytes` as the fragment of `locator` on cluster device `device`; returns
-    /// once it is durable there. Storing the same bytes again is a no-op.
+    /// once it is durable there. Storing the same bytes again is a no-op. Fails at once
+    /// when the node cannot be connected to (it was refused within the last second).
     pub async fn put_fragment(&self, device: u32, locator: &[u8; 32], bytes: Vec<u8>) -> Result<(), ClientError> {
         let (node, index, address) = self.fragment_target(device, locator)?;
         let body = encode_body(&FragmentPut {
@@ -424,7 +431,7 @@ impl Client {
             bytes,
         })?;
         match self
-            .fragment_call(node, address, MSG_FRAGMENT_PUT, &body, Persistence::UntilDeadline)
+            .fragment_call(node, address, MSG_FRAGMENT_PUT, &body, Persistence::WhileReachable)
             .await?
         {
             FragmentReply::Done => Ok(()),

@@ -12,8 +12,9 @@
 //! **Invariants.**
 //! - I-K1: plaintext never leaves this process: only sealed fragments are sent, and the
 //!   extent map holds `K` wrapped under the tenant KEK ([`chunk_record`]).
-//! - I-L5: a file's extents are committed only after every fragment they reference is
-//!   durable on its device.
+//! - I-L5: a file's extents are committed only after the write quorum of every chunk
+//!   they reference is durable ([`write_quorum`]); a fragment beyond the quorum is either
+//!   durable or absent, never partial, and the chunk counts as degraded until repaired.
 //! - Reads return only verified plaintext: fragments are checked, the AEAD tag and
 //!   `H(plaintext) == K` are verified, or the read fails.
 //!
@@ -36,4 +37,4 @@ pub use error::ClientError;
 pub use health::{chunk_health, ChunkHealth, Inventory, RepairSummary};
 pub use keys::KeyMaterial;
 pub use links::Connector;
-pub use namespace::{path_components, Namespace, NamespaceOptions, ReadSummary, WriteSummary};
+pub use namespace::{path_components, write_quorum, Namespace, NamespaceOptions, ReadSummary, WriteSummary};

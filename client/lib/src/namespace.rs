@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kiseki_api::{DeltaOutcome, ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX};
 use kiseki_namespace::{
@@ -43,6 +43,9 @@ pub struct NamespaceOptions {
     pub chunks_read_ahead_max: usize,
     /// Extents one delta commits at most.
     pub extents_per_delta_max: usize,
+    /// How long a chunk's last fragments may take once its write quorum is durable
+    /// before the chunk is committed without them (degraded).
+    pub straggler_ms: u64,
 }
 
 impl Default for NamespaceOptions {
@@ -52,6 +55,7 @@ impl Default for NamespaceOptions {
             chunks_in_flight_max: 4,
             chunks_read_ahead_max: 4,
             extents_per_delta_max: 64,
+            straggler_ms: 3_000,
         }
     }
 }
@@ -534,9 +538,10 @@ impl<'n> FileWriter<'n> {
             self.written_bytes += u64::from(record.chunk.chunk_bytes);
             self.chunks += 1;
             let client = self.namespace.client.clone();
-            self.in_flight.push_back(tokio::spawn(
-                async move { write_chunk(client, record, fragments).await },
-            ));
+            let straggler_ms = self.namespace.options.straggler_ms;
+            self.in_flight.push_back(tokio::spawn(async move {
+                write_chunk(client, record, fragments, straggler_ms).await
+            }));
         }
     }
 
@@ -574,11 +579,31 @@ impl<'n> FileWriter<'n> {
     }
 }
 
-/// Writes every fragment of one chunk to its device, in parallel; the extent once all
-/// are durable.
-async fn write_chunk(client: Client, record: ChunkRecord, fragments: Vec<Vec<u8>>) -> Result<Extent, ClientError> {
+/// Fragments of a chunk that must be durable before its extent may be committed: every
+/// fragment but those the code can lose while keeping one spare for erasure coding with
+/// fewer parity than data fragments (`k` of `k+m`, as MinIO's write quorum), `k+1` when
+/// parity is as large as the data, and a majority of replicas.
+pub fn write_quorum(durability: Durability) -> usize {
+    match durability {
+        Durability::Replicas(copies) => usize::from(copies) / 2 + 1,
+        Durability::ErasureCoded { data, parity } if parity < data => usize::from(data),
+        Durability::ErasureCoded { data, .. } => usize::from(data) + 1,
+    }
+}
+
+/// Writes every fragment of one chunk to its device, in parallel; the extent once they
+/// are all durable, or once the write quorum is and the others did not follow within
+/// `straggler_ms` (a node down: the chunk is then degraded until `kiseki repair`).
+async fn write_chunk(
+    client: Client,
+    record: ChunkRecord,
+    fragments: Vec<Vec<u8>>,
+    straggler_ms: u64,
+) -> Result<Extent, ClientError> {
     let locator = record.chunk.locator;
-    let placement = place(client.pool(), &locator, fragments.len())?;
+    let total = fragments.len();
+    let quorum = write_quorum(record.durability).min(total);
+    let placement = place(client.pool(), &locator, total)?;
     let mut puts = tokio::task::JoinSet::new();
     for (index, fragment) in fragments.into_iter().enumerate() {
         let device = placement
@@ -587,8 +612,47 @@ async fn write_chunk(client: Client, record: ChunkRecord, fragments: Vec<Vec<u8>
         let client = client.clone();
         puts.spawn(async move { client.put_fragment(device.0, &locator.0, fragment).await });
     }
-    while let Some(result) = puts.join_next().await {
-        result.map_err(|error| ClientError::Invalid(format!("fragment writer task: {error}")))??;
+    let mut durable = 0;
+    let mut first_failure = None;
+    let mut stragglers_until = None;
+    loop {
+        let next = match stragglers_until {
+            None => puts.join_next().await,
+            Some(until) => match tokio::time::timeout_at(until, puts.join_next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some(result) = next else { break };
+        match result {
+            Ok(Ok(())) => durable += 1,
+            Ok(Err(error)) => {
+                first_failure.get_or_insert(error);
+            }
+            Err(error) => {
+                first_failure.get_or_insert(ClientError::Invalid(format!("fragment writer task: {error}")));
+            }
+        }
+        if durable + puts.len() < quorum {
+            break;
+        }
+        if durable >= quorum && stragglers_until.is_none() {
+            stragglers_until = Some(tokio::time::Instant::now() + Duration::from_millis(straggler_ms));
+        }
+    }
+    // A put still running may yet land: the fragment is then simply present.
+    puts.abort_all();
+    if durable < quorum {
+        return Err(first_failure
+            .unwrap_or_else(|| ClientError::Unavailable(format!("{durable} of {total} fragments written"))));
+    }
+    if durable < total {
+        tracing::warn!(
+            chunk = %locator,
+            durable,
+            total,
+            "chunk written degraded: a device did not answer; `kiseki repair` restores it"
+        );
     }
     Ok(Extent {
         chunk_locator: locator.0,
@@ -759,4 +823,29 @@ async fn write_zeros<W: AsyncWrite + Unpin>(out: &mut W, mut length: u64) -> Res
         length -= step as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_quorum_keeps_the_chunk_readable() {
+        let ec = |data, parity| Durability::ErasureCoded { data, parity };
+        assert_eq!(write_quorum(ec(4, 2)), 4);
+        assert_eq!(write_quorum(ec(8, 3)), 8);
+        assert_eq!(write_quorum(ec(2, 2)), 3);
+        assert_eq!(write_quorum(ec(1, 1)), 2);
+        assert_eq!(write_quorum(Durability::Replicas(1)), 1);
+        assert_eq!(write_quorum(Durability::Replicas(2)), 2);
+        assert_eq!(write_quorum(Durability::Replicas(3)), 2);
+        for data in 1..=16u8 {
+            for parity in 0..=4u8 {
+                let durability = ec(data, parity);
+                let quorum = write_quorum(durability);
+                assert!(quorum >= durability.fragments_needed(), "{durability:?}");
+                assert!(quorum <= durability.fragments_total(), "{durability:?}");
+            }
+        }
+    }
 }
