@@ -23,13 +23,14 @@ passed=$(grep '^test result:' "$test_log" | grep -o '[0-9]* passed' | awk '{sum 
 failed=$(grep '^test result:' "$test_log" | grep -o '[0-9]* failed' | awk '{sum += $1} END {print sum + 0}')
 
 echo "== benchmark smoke (quick; figures are printed, never asserted)"
-# `bench meta` starts kiseki-server processes: the binary must sit beside kiseki.
+# `bench meta` and `bench io` start kiseki-server processes: the binary must sit beside kiseki.
 cargo build --release --locked -p kiseki-cli -p kiseki-server
 smoke_device="/dev/shm/kiseki-bench-smoke.img"
 trap 'rm -f "$smoke_device" "$test_log"' EXIT
 "$CARGO_TARGET_DIR/release/kiseki" bench engine --device "$smoke_device" --size 1GiB --quick --json
 "$CARGO_TARGET_DIR/release/kiseki" bench pipeline --quick --json
 "$CARGO_TARGET_DIR/release/kiseki" bench meta --quick --json
+"$CARGO_TARGET_DIR/release/kiseki" bench io --quick --json
 echo "== fuzz smoke (kiseki-net frame decoder and bodies; 30 s, seeds in net/wire/fuzz/seeds)"
 scripts/fuzz.sh 30
 echo "== all tests passed"

@@ -44,6 +44,8 @@ enum Command {
     Status(status::StatusOptions),
     /// Rebuilds missing and corrupt fragments from the surviving ones (`--scrub`: verify all).
     Repair(status::RepairOptions),
+    /// Deletes the fragments no file references (left by crashed writers, removed files).
+    Gc(status::GcOptions),
     /// Files of a namespace: put, get, ls, stat, mkdir, rm, mv (encrypted in this process).
     #[command(flatten)]
     Data(data::DataCommand),
@@ -277,6 +279,7 @@ fn main() -> anyhow::Result<()> {
         Command::Data(command) => data::run(command),
         Command::Status(options) => status::run(options),
         Command::Repair(options) => status::run_repair(options),
+        Command::Gc(options) => status::run_gc(options),
         Command::Bench { suite } => match suite {
             Suite::Engine {
                 device,

@@ -332,3 +332,70 @@ pub fn run_repair(options: RepairOptions) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// Options of `kiseki gc`.
+#[derive(Debug, clap::Args)]
+pub struct GcOptions {
+    /// Any core of any node (`kiseki up` prints them).
+    #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
+    pub cluster: SocketAddr,
+    /// Seconds between the two walks: a fragment is deleted only if no file referenced it
+    /// in either. Writers must commit a chunk within this time of writing its fragments;
+    /// 0 is safe only when nothing writes.
+    #[arg(long, default_value_t = 60)]
+    pub grace_s: u64,
+    /// Counts what would be deleted; deletes nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `kiseki gc`: deletes the fragments no file of any namespace references.
+pub fn run_gc(options: GcOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+    runtime.block_on(async move {
+        let client = Client::connect(options.cluster, ClientOptions::default())
+            .await
+            .with_context(|| format!("connecting to {}", options.cluster))?;
+        let summary = client
+            .collect_garbage(std::time::Duration::from_secs(options.grace_s), options.dry_run)
+            .await?;
+        if options.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "fragments_listed": summary.fragments_listed,
+                    "chunks_referenced": summary.chunks_referenced,
+                    "fragments_unreferenced": summary.fragments_unreferenced,
+                    "fragments_deleted": summary.fragments_deleted,
+                    "nodes_down": summary.nodes_down,
+                    "failed": summary.failed,
+                })
+            );
+        } else {
+            println!(
+                "gc: {} fragment(s) listed, {} chunk(s) referenced, {} unreferenced, {} deleted{}",
+                summary.fragments_listed,
+                summary.chunks_referenced,
+                summary.fragments_unreferenced,
+                summary.fragments_deleted,
+                if options.dry_run { " (dry run)" } else { "" }
+            );
+        }
+        for node in &summary.nodes_down {
+            eprintln!("node {node} is down: its fragments were not collected");
+        }
+        for failure in &summary.failed {
+            eprintln!("  failed: {failure}");
+        }
+        if !summary.failed.is_empty() {
+            anyhow::bail!("{} delete(s) failed", summary.failed.len());
+        }
+        Ok(())
+    })
+}

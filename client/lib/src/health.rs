@@ -7,7 +7,8 @@
 //! chunk record of every extent (no keys needed: the record's durability and length are
 //! in the clear, `K` stays wrapped). [`chunk_health`] puts the two together: a chunk is
 //! *degraded* when fewer than all of its fragments are present and *lost* when fewer than
-//! it needs to be read. [`Client::repair`] rebuilds what is missing from what survives.
+//! it needs to be read. [`Client::repair`] rebuilds what is missing from what survives;
+//! [`Client::collect_garbage`] deletes what no file references.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -323,5 +324,85 @@ impl Client {
             failed: vec![format!("the repair thread failed: {error}")],
             ..RepairSummary::default()
         })
+    }
+}
+
+/// What a garbage collection pass found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcSummary {
+    /// Fragments listed on the devices of the nodes that answered.
+    pub fragments_listed: u64,
+    /// Distinct chunks referenced by some file of some namespace.
+    pub chunks_referenced: u64,
+    /// Fragments referenced by no file in both walks (deleted unless a dry run).
+    pub fragments_unreferenced: u64,
+    /// Unreferenced fragments deleted.
+    pub fragments_deleted: u64,
+    /// Deletes that failed, with why.
+    pub failed: Vec<String>,
+    /// Nodes that could not be listed (their fragments are left alone).
+    pub nodes_down: Vec<u64>,
+}
+
+impl Client {
+    /// Every chunk locator referenced by a file of any namespace of the cluster.
+    async fn referenced_chunks(&self) -> Result<HashSet<[u8; 32]>, ClientError> {
+        let mut referenced = HashSet::new();
+        for shard in 1..=self.map().shards {
+            for record in self.chunk_records(shard).await? {
+                referenced.insert(record.chunk.locator.0);
+            }
+        }
+        Ok(referenced)
+    }
+
+    /// Deletes the fragments no file references: those a crash left between fragment
+    /// writes and the extent commit (I-L5), and those of removed files. A fragment is
+    /// deleted only if it was listed and unreferenced before `grace`, and still
+    /// unreferenced after it, so a writer that commits within `grace` of its fragment
+    /// writes never loses one. Every namespace of the cluster is walked (a chunk may be
+    /// shared across namespaces and tenants). With `dry_run`, nothing is deleted.
+    pub async fn collect_garbage(&self, grace: std::time::Duration, dry_run: bool) -> Result<GcSummary, ClientError> {
+        let inventory = self.fragment_inventory().await?;
+        let referenced = self.referenced_chunks().await?;
+        let mut summary = GcSummary {
+            fragments_listed: inventory.devices.values().map(|locators| locators.len() as u64).sum(),
+            nodes_down: inventory.down.iter().map(|(node, _)| *node).collect(),
+            ..GcSummary::default()
+        };
+        let mut candidates: Vec<(u32, [u8; 32])> = inventory
+            .devices
+            .iter()
+            .flat_map(|(device, locators)| {
+                locators
+                    .iter()
+                    .filter(|locator| !referenced.contains(*locator))
+                    .map(move |locator| (*device, *locator))
+            })
+            .collect();
+        candidates.sort_unstable();
+        if !candidates.is_empty() && !grace.is_zero() {
+            tokio::time::sleep(grace).await;
+        }
+        let referenced = if candidates.is_empty() || grace.is_zero() {
+            referenced
+        } else {
+            self.referenced_chunks().await?
+        };
+        summary.chunks_referenced = referenced.len() as u64;
+        candidates.retain(|(_, locator)| !referenced.contains(locator));
+        summary.fragments_unreferenced = candidates.len() as u64;
+        if dry_run {
+            return Ok(summary);
+        }
+        for (device, locator) in candidates {
+            match self.delete_fragment(device, &locator).await {
+                Ok(_) => summary.fragments_deleted += 1,
+                Err(error) => summary
+                    .failed
+                    .push(format!("device {device:#x} {}: {error}", Locator(locator))),
+            }
+        }
+        Ok(summary)
     }
 }

@@ -34,7 +34,7 @@ mod namespace;
 
 pub use client::{Client, ClientOptions};
 pub use error::ClientError;
-pub use health::{chunk_health, ChunkHealth, Inventory, RepairSummary};
+pub use health::{chunk_health, ChunkHealth, GcSummary, Inventory, RepairSummary};
 pub use keys::KeyMaterial;
 pub use links::Connector;
 pub use namespace::{path_components, write_quorum, Namespace, NamespaceOptions, ReadSummary, WriteSummary};

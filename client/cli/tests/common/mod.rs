@@ -16,6 +16,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Where `kiseki up` and its nodes log: the file `$KISEKI_TEST_UP_LOG` (appended to, so
+/// restarts add to it) when set, else nowhere.
+fn up_log() -> Stdio {
+    match std::env::var_os("KISEKI_TEST_UP_LOG") {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_or_else(|_| Stdio::null(), Stdio::from),
+        None => Stdio::null(),
+    }
+}
+
 /// `kiseki up` and the pid of each node, once every node printed `ready`.
 pub struct Cluster {
     up: Child,
@@ -79,9 +92,12 @@ impl Cluster {
             ])
             .arg("--data-dir")
             .arg(data_dir)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("KISEKI_TEST_UP_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(up_log())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
@@ -158,6 +174,21 @@ impl Cluster {
         child.wait_with_output().unwrap()
     }
 
+    /// Starts a data command without waiting for it (stdout and stderr discarded).
+    pub fn spawn(&self, arguments: &[&str]) -> Child {
+        Command::new(KISEKI)
+            .args(arguments)
+            .args(["--cluster", &self.seed])
+            .arg("--keys")
+            .arg(&self.keys)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs a data command that must succeed; its standard output.
     pub fn ok(&self, arguments: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
         let output = self.kiseki(arguments, stdin);
@@ -169,7 +200,14 @@ impl Cluster {
         output.stdout
     }
 
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Cluster {
+    /// Stops `kiseki up` and so every node, also when a test fails half-way.
+    fn drop(&mut self) {
         let _ = Command::new("kill").arg("-INT").arg(self.up.id().to_string()).status();
         // A node killed by the test makes `kiseki up` exit non-zero; it must still exit.
         let _ = self.up.wait();
