@@ -46,6 +46,16 @@ enum Command {
     Repair(status::RepairOptions),
     /// Deletes the fragments no file references (left by crashed writers, removed files).
     Gc(status::GcOptions),
+    /// The nodes of the cluster (`list`; drain and remove need membership changes).
+    Node {
+        #[command(subcommand)]
+        command: status::NodeCommand,
+    },
+    /// The shards of the cluster and their leaders (`list`).
+    Shard {
+        #[command(subcommand)]
+        command: status::ShardCommand,
+    },
     /// Files of a namespace: put, get, ls, stat, mkdir, rm, mv (encrypted in this process).
     #[command(flatten)]
     Data(data::DataCommand),
@@ -280,6 +290,8 @@ fn main() -> anyhow::Result<()> {
         Command::Status(options) => status::run(options),
         Command::Repair(options) => status::run_repair(options),
         Command::Gc(options) => status::run_gc(options),
+        Command::Node { command } => status::run_node(command),
+        Command::Shard { command } => status::run_shard(command),
         Command::Bench { suite } => match suite {
             Suite::Engine {
                 device,

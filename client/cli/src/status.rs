@@ -197,29 +197,9 @@ fn print(status: &ClusterStatus, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     writeln!(out, "nodes")?;
-    for node in &status.nodes {
-        writeln!(
-            out,
-            "  node {:>3}  {:<15} {} core(s) {} device(s)  {}",
-            node.id, node.address, node.cores, node.devices, node.state
-        )?;
-    }
+    print_nodes(&mut out, &status.nodes)?;
     writeln!(out, "shards")?;
-    for shard in &status.shards {
-        let leader = if shard.leader == 0 {
-            String::from("none")
-        } else {
-            format!("node {}", shard.leader)
-        };
-        writeln!(
-            out,
-            "  shard {:>3}  leader {leader:<8} replicas {:<20} applied {:>8}  inodes {}",
-            shard.shard,
-            shard.replicas.join(" "),
-            shard.applied_index,
-            shard.inodes
-        )?;
-    }
+    print_shards(&mut out, &status.shards)?;
     writeln!(out, "devices")?;
     for device in &status.devices {
         writeln!(
@@ -244,6 +224,36 @@ fn print(status: &ClusterStatus, json: bool) -> anyhow::Result<()> {
             out,
             "chunks (namespace {}): {} total, {} degraded, {} lost, {} fragment(s) missing",
             chunks.namespace, chunks.chunks, chunks.degraded, chunks.lost, chunks.fragments_missing
+        )?;
+    }
+    Ok(())
+}
+
+fn print_nodes(out: &mut impl Write, nodes: &[NodeStatus]) -> std::io::Result<()> {
+    for node in nodes {
+        writeln!(
+            out,
+            "  node {:>3}  {:<15} {} core(s) {} device(s)  {}",
+            node.id, node.address, node.cores, node.devices, node.state
+        )?;
+    }
+    Ok(())
+}
+
+fn print_shards(out: &mut impl Write, shards: &[ShardStatus]) -> std::io::Result<()> {
+    for shard in shards {
+        let leader = if shard.leader == 0 {
+            String::from("none")
+        } else {
+            format!("node {}", shard.leader)
+        };
+        writeln!(
+            out,
+            "  shard {:>3}  leader {leader:<8} replicas {:<20} applied {:>8}  inodes {}",
+            shard.shard,
+            shard.replicas.join(" "),
+            shard.applied_index,
+            shard.inodes
         )?;
     }
     Ok(())
@@ -398,4 +408,84 @@ pub fn run_gc(options: GcOptions) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Where the cluster is and how to print; shared by the list commands.
+#[derive(Debug, clap::Args)]
+pub struct ListOptions {
+    /// Any core of any node (`kiseki up` prints them).
+    #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
+    pub cluster: SocketAddr,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kiseki node ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// The nodes of the cluster map: address, cores, devices, and whether they answer.
+    List(ListOptions),
+}
+
+/// `kiseki shard ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ShardCommand {
+    /// Every shard: its leader, the replicas that answer, applied index and inodes.
+    List(ListOptions),
+}
+
+/// What a list command prints.
+enum Listing {
+    Nodes,
+    Shards,
+}
+
+fn list(options: &ListOptions, listing: Listing) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
+    let status = runtime.block_on(async {
+        let client = Client::connect(options.cluster, ClientOptions::default())
+            .await
+            .with_context(|| format!("connecting to {}", options.cluster))?;
+        let status_options = StatusOptions {
+            cluster: options.cluster,
+            namespace: 1,
+            no_chunks: true,
+            json: options.json,
+        };
+        gather(&client, &status_options).await
+    })?;
+    let mut out = std::io::stdout().lock();
+    match listing {
+        Listing::Nodes if options.json => {
+            for node in &status.nodes {
+                writeln!(out, "{}", serde_json::to_string(node)?)?;
+            }
+        }
+        Listing::Shards if options.json => {
+            for shard in &status.shards {
+                writeln!(out, "{}", serde_json::to_string(shard)?)?;
+            }
+        }
+        Listing::Nodes => print_nodes(&mut out, &status.nodes)?,
+        Listing::Shards => print_shards(&mut out, &status.shards)?,
+    }
+    Ok(())
+}
+
+/// Runs `kiseki node COMMAND`.
+pub fn run_node(command: NodeCommand) -> anyhow::Result<()> {
+    match command {
+        NodeCommand::List(options) => list(&options, Listing::Nodes),
+    }
+}
+
+/// Runs `kiseki shard COMMAND`.
+pub fn run_shard(command: ShardCommand) -> anyhow::Result<()> {
+    match command {
+        ShardCommand::List(options) => list(&options, Listing::Shards),
+    }
 }

@@ -98,6 +98,23 @@ fn lost_node_reads_degraded_and_lost_device_is_repaired() {
     assert!(node3["state"].as_str().unwrap().starts_with("down"), "{down}");
     assert!(degraded(&down) > 0, "node 3 held fragments: {down}");
     assert_eq!(down["chunks"]["lost"].as_u64().unwrap(), 0, "{down}");
+    let nodes = cluster.admin(&["node", "list", "--json"]);
+    assert!(nodes.status.success(), "{nodes:?}");
+    let nodes: Vec<serde_json::Value> = String::from_utf8(nodes.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[0]["state"], "up");
+    assert!(nodes[2]["state"].as_str().unwrap().starts_with("down"), "{nodes:?}");
+    let shards = cluster.admin(&["shard", "list", "--json"]);
+    assert!(shards.status.success(), "{shards:?}");
+    assert_eq!(
+        String::from_utf8(shards.stdout).unwrap().lines().count(),
+        2,
+        "kiseki up --shards 2"
+    );
     let waiting = cluster.admin(&["repair", "--json"]);
     assert!(waiting.status.success(), "{waiting:?}");
     let waiting: serde_json::Value = serde_json::from_slice(&waiting.stdout).unwrap();

@@ -249,10 +249,8 @@ impl AgState {
         info.live_blocks -= extent.blocks();
     }
 
-    /// The sealed segment most worth compacting: the one with the most reclaimable blocks
-    /// (its capacity less its live blocks: dead ones, and space left unwritten when it was
-    /// sealed early), if their share of the segment is at least `dead_ratio_min` (fully
-    /// dead segments always qualify).
+    /// The sealed segment most worth compacting: the one with the most dead blocks, if
+    /// its dead share is at least `dead_ratio_min` (fully dead segments always qualify).
     pub fn compaction_candidate(&self, dead_ratio_min: f64) -> Option<u32> {
         self.compaction_candidate_excluding(dead_ratio_min, &std::collections::BTreeSet::new())
     }
@@ -273,10 +271,7 @@ impl AgState {
                     && self.batches_in_flight[*segment] == 0
             })
             .map(|(segment, info)| {
-                // Against the segment's capacity, not what was written to it: a segment
-                // sealed early (every open starts a fresh one) holds unusable space
-                // until its live data moves, however little of it is dead.
-                let used = self.segment_blocks.saturating_sub(1).max(1);
+                let used = info.write_block.saturating_sub(1).max(1);
                 let dead = used.saturating_sub(info.live_blocks);
                 (
                     segment as u32,
@@ -484,21 +479,6 @@ mod tests {
         state.batch_retired(segment);
         assert!(state.is_reclaimable(segment));
         assert_eq!(state.free_dead_sealed(), 1);
-    }
-
-    #[test]
-    fn a_segment_sealed_early_is_compacted_even_with_nothing_dead() {
-        // Every open starts a fresh segment: the one active before is sealed with most of
-        // its space unwritten. It must be a candidate, or restarts use up the device.
-        let mut state = AgState::new(4, 64);
-        assert!(put(&mut state, Locator([1; 32]), 4096 * 4));
-        state.seal_active();
-        assert_eq!(state.compaction_candidate(0.5), Some(0));
-        // A full segment of live data is not.
-        let mut state = AgState::new(4, 8);
-        assert!(put(&mut state, Locator([2; 32]), 4096 * 6));
-        state.seal_active();
-        assert_eq!(state.compaction_candidate(0.5), None);
     }
 
     #[test]
