@@ -99,6 +99,12 @@ pub struct AgState {
     /// Batches reserved in each segment and not yet retired: such a segment is never
     /// freed or compacted, whatever its live count says (transient, never persisted).
     pub batches_in_flight: Vec<u32>,
+    /// Segments that were already sealed when the allocation group was opened (the one
+    /// active at the previous stop among them, sealed with its unwritten space): their
+    /// unwritten space counts as reclaimable for compaction. Segments sealed since the
+    /// open do not count it, or compacting a segment into a fresh one that is sealed
+    /// early in turn could go on forever (transient, never persisted).
+    pub sealed_before_open: Vec<bool>,
 }
 
 impl AgState {
@@ -119,6 +125,7 @@ impl AgState {
             next_sequence: 1,
             segment_blocks,
             batches_in_flight: vec![0; segment_count as usize],
+            sealed_before_open: vec![false; segment_count as usize],
         }
     }
 
@@ -271,7 +278,11 @@ impl AgState {
                     && self.batches_in_flight[*segment] == 0
             })
             .map(|(segment, info)| {
-                let used = info.write_block.saturating_sub(1).max(1);
+                let used = if self.sealed_before_open.get(segment).copied().unwrap_or(false) {
+                    self.segment_blocks.saturating_sub(1).max(1)
+                } else {
+                    info.write_block.saturating_sub(1).max(1)
+                };
                 let dead = used.saturating_sub(info.live_blocks);
                 (
                     segment as u32,
@@ -307,6 +318,15 @@ impl AgState {
         );
         assert_eq!(info.state, SegmentState::Sealed, "only sealed segments are freed");
         info.state = SegmentState::Freed;
+        self.sealed_before_open[segment as usize] = false;
+    }
+
+    /// Marks every segment sealed now as sealed before the open (see
+    /// [`AgState::sealed_before_open`]); called once the open has replayed the log.
+    pub fn mark_sealed_before_open(&mut self) {
+        for (segment, info) in self.segments.iter().enumerate() {
+            self.sealed_before_open[segment] = info.state == SegmentState::Sealed;
+        }
     }
 
     /// Marks every sealed segment without live extents freed (no I/O needed); returns
@@ -479,6 +499,24 @@ mod tests {
         state.batch_retired(segment);
         assert!(state.is_reclaimable(segment));
         assert_eq!(state.free_dead_sealed(), 1);
+    }
+
+    #[test]
+    fn a_segment_sealed_before_the_open_is_compacted_even_with_nothing_dead() {
+        // Every open starts a fresh segment: the one active before is sealed with most of
+        // its space unwritten. It must be a candidate, or restarts use up the device.
+        let mut state = AgState::new(4, 64);
+        assert!(put(&mut state, Locator([1; 32]), 4096 * 4));
+        state.seal_active();
+        assert_eq!(state.compaction_candidate(0.5), None, "sealed in this run: left alone");
+        state.mark_sealed_before_open();
+        assert_eq!(state.compaction_candidate(0.5), Some(0));
+        // A full segment of live data is not, even from before the open.
+        let mut state = AgState::new(4, 8);
+        assert!(put(&mut state, Locator([2; 32]), 4096 * 6));
+        state.seal_active();
+        state.mark_sealed_before_open();
+        assert_eq!(state.compaction_candidate(0.5), None);
     }
 
     #[test]

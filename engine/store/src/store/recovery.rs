@@ -101,6 +101,7 @@ impl Inner {
         let from_headers = headers.iter().flatten().copied().max().unwrap_or(0);
         state.next_sequence = state.next_sequence.max(highest_sequence.max(from_headers) + 1);
         state.recompute_live();
+        state.mark_sealed_before_open();
         tracing::info!(
             device = %self.path.display(),
             ag = self.ag,
