@@ -243,10 +243,15 @@ fn no_space_is_a_clean_error_and_compaction_gives_space_back() {
         for &key in stored.iter().filter(|key| *key % 4 != 0) {
             store.delete(&locator(key)).await.unwrap();
         }
+        // The background compaction may get to the segments first: either way, once
+        // `compact_now` returns the space is back.
         let before = store.space().free_bytes;
-        let reclaimed = store.compact_now().await.unwrap();
-        assert!(reclaimed > 0);
-        assert!(store.space().free_bytes > before);
+        store.compact_now().await.unwrap();
+        let after = store.space().free_bytes;
+        assert!(
+            after >= before && after >= 20 * size as u64,
+            "free before {before}, after {after}"
+        );
         for key in 10_000..10_020u64 {
             store.put(locator(key), &payload(key, size)).await.unwrap();
         }

@@ -1,6 +1,8 @@
 //! Background work of an allocation group: compaction and scrub, both paced by the
 //! background I/O budget and stopped promptly on close.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -63,6 +65,14 @@ impl Inner {
     /// Moves the live extents of a sealed segment to the log's head, then marks it freed
     /// (reusable after the next checkpoint, I-E3). Returns whether it was freed.
     pub(super) async fn compact_segment(&self, segment: u32, paced: bool) -> Result<bool, StoreError> {
+        if !self.compacting.borrow_mut().insert(segment) {
+            // The other compaction has it.
+            return Ok(false);
+        }
+        let _compacting = Compacting {
+            set: &self.compacting,
+            segment,
+        };
         let extents = self.state.borrow().extents_in(segment);
         let mut replies = Vec::with_capacity(extents.len());
         for (locator, extent) in extents {
@@ -197,5 +207,18 @@ impl Inner {
             }
         }
         Ok(())
+    }
+}
+
+/// A segment marked as being compacted; unmarked when the compaction ends, however it
+/// ends.
+struct Compacting<'a> {
+    set: &'a RefCell<BTreeSet<u32>>,
+    segment: u32,
+}
+
+impl Drop for Compacting<'_> {
+    fn drop(&mut self) {
+        self.set.borrow_mut().remove(&self.segment);
     }
 }

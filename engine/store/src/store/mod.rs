@@ -236,6 +236,11 @@ struct Inner {
     pending_puts: RefCell<HashMap<Locator, (u32, u32, u32)>>,
     /// Segments compaction could not empty (corrupt extents); retried after a checkpoint.
     compaction_stuck: RefCell<BTreeSet<u32>>,
+    /// Segments a compaction is moving now (the background task's or `compact_now`'s):
+    /// never picked by the other. Two compactions of one segment would both write every
+    /// extent, one copy of each dead at once, and the segment they wrote to would then be
+    /// half dead, a candidate in turn: the two would chase each other without end.
+    compacting: RefCell<BTreeSet<u32>>,
     corrupt: RefCell<BTreeSet<Locator>>,
     stats: RefCell<StoreStats>,
     failure: RefCell<Option<String>>,
@@ -305,6 +310,7 @@ impl FragmentStore {
             pending_deletes: RefCell::new(HashMap::new()),
             pending_puts: RefCell::new(HashMap::new()),
             compaction_stuck: RefCell::new(BTreeSet::new()),
+            compacting: RefCell::new(BTreeSet::new()),
             corrupt: RefCell::new(BTreeSet::new()),
             stats: RefCell::new(StoreStats::default()),
             failure: RefCell::new(None),
@@ -703,10 +709,11 @@ impl Inner {
     }
 
     fn next_compaction_candidate(&self) -> Option<u32> {
-        let stuck = self.compaction_stuck.borrow();
+        let mut excluded = self.compaction_stuck.borrow().clone();
+        excluded.extend(self.compacting.borrow().iter().copied());
         self.state
             .borrow()
-            .compaction_candidate_excluding(self.config.compaction_dead_ratio_min, &stuck)
+            .compaction_candidate_excluding(self.config.compaction_dead_ratio_min, &excluded)
     }
 
     /// A queued record left the pipeline (retired, failed or refused): release the
