@@ -381,9 +381,13 @@ impl Client {
     ) -> Result<FragmentReply, ClientError> {
         let deadline = self.deadline();
         let mut attempt = 0usize;
+        // Lost or refused connections; a busy answer does not count (the node is alive
+        // and sheds load: it is asked again until the deadline, on the same connection).
+        let mut connection_failures = 0usize;
         loop {
             attempt += 1;
-            let last_chance = Instant::now() >= deadline || (persistence == Persistence::Twice && attempt >= 2);
+            let out_of_time = Instant::now() >= deadline;
+            let last_chance = out_of_time || (persistence == Persistence::Twice && connection_failures >= 1);
             let connection = match self.inner.links.get(address).await {
                 Ok(connection) => connection,
                 Err(error) if persistence == Persistence::WhileReachable => {
@@ -391,6 +395,7 @@ impl Client {
                 }
                 Err(error) if !last_chance => {
                     tracing::debug!(node, %error, "fragment request: no connection; retrying");
+                    connection_failures += 1;
                     back_off(attempt).await;
                     continue;
                 }
@@ -398,7 +403,7 @@ impl Client {
             };
             let error = match connection.call(message_type, body).await {
                 Ok(bytes) => match decode_body::<FragmentReply>(&bytes)? {
-                    FragmentReply::Busy if !last_chance => {
+                    FragmentReply::Busy if !out_of_time => {
                         back_off(attempt).await;
                         continue;
                     }
@@ -412,7 +417,15 @@ impl Client {
                     reason: error.to_string(),
                 });
             }
+            if is_busy(&error) {
+                if out_of_time {
+                    return Err(ClientError::Unavailable(format!("node {node}: {error}")));
+                }
+                back_off(attempt).await;
+                continue;
+            }
             self.inner.links.forget(&connection);
+            connection_failures += 1;
             if last_chance {
                 return Err(ClientError::Unavailable(format!("node {node}: {error}")));
             }
@@ -511,6 +524,15 @@ impl Client {
             FragmentReply::Locators(locators) => Ok(locators),
             other => Err(refusal(node, device_index, other)),
         }
+    }
+}
+
+/// Whether `error` says the node (or this connection's window) is busy, not gone.
+fn is_busy(error: &NetError) -> bool {
+    match error {
+        NetError::Busy { .. } => true,
+        NetError::Remote { code, .. } => *code == kiseki_net::ErrorCode::Busy,
+        _ => false,
     }
 }
 
