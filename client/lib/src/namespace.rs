@@ -790,7 +790,7 @@ async fn fetch_chunk(client: Client, record: ChunkRecord) -> Vec<Option<Vec<u8>>
         return slots;
     };
     let locator = record.chunk.locator.0;
-    let fetch = |indexes: std::ops::Range<usize>| {
+    let fetch = |indexes: Vec<usize>| {
         let mut gets = tokio::task::JoinSet::new();
         for index in indexes {
             if let Some(device) = placement.device(index) {
@@ -800,14 +800,19 @@ async fn fetch_chunk(client: Client, record: ChunkRecord) -> Vec<Option<Vec<u8>>
         }
         gets
     };
-    let mut present = 0;
-    let mut gets = fetch(0..needed);
+    let mut gets = fetch((0..needed).collect());
     while let Some(Ok((index, fragment))) = gets.join_next().await {
-        present += usize::from(fragment.is_some());
         slots[index] = fragment;
     }
-    if present < needed {
-        let mut gets = fetch(needed..total);
+    // Too few: the others, then (a node restarting, a core shedding load) the missing
+    // ones again after a pause, a few times, before the chunk counts as unavailable.
+    for pause_ms in [0u64, 200, 600, 1_500] {
+        let missing: Vec<usize> = (0..total).filter(|index| slots[*index].is_none()).collect();
+        if total - missing.len() >= needed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+        let mut gets = fetch(missing);
         while let Some(Ok((index, fragment))) = gets.join_next().await {
             slots[index] = fragment;
         }
