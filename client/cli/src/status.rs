@@ -81,16 +81,22 @@ struct ClusterStatus {
     chunks: Option<ChunkStatus>,
 }
 
-/// Runs `kiseki status` on a tokio runtime of its own.
-pub fn run(options: StatusOptions) -> anyhow::Result<()> {
+/// A tokio runtime for one command, and a client connected to `cluster` on it.
+fn connected(cluster: SocketAddr) -> anyhow::Result<(tokio::runtime::Runtime, Client)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the client runtime")?;
+    let client = runtime
+        .block_on(Client::connect(cluster, ClientOptions::default()))
+        .with_context(|| format!("connecting to {cluster}"))?;
+    Ok((runtime, client))
+}
+
+/// Runs `kiseki status` on a tokio runtime of its own.
+pub fn run(options: StatusOptions) -> anyhow::Result<()> {
+    let (runtime, client) = connected(options.cluster)?;
     runtime.block_on(async move {
-        let client = Client::connect(options.cluster, ClientOptions::default())
-            .await
-            .with_context(|| format!("connecting to {}", options.cluster))?;
         let status = gather(&client, &options).await?;
         print(&status, options.json)
     })
@@ -295,14 +301,8 @@ pub struct RepairOptions {
 /// Runs `kiseki repair`: rebuilds missing and corrupt fragments from the survivors onto
 /// the devices their placement names. Fails if any chunk could not be repaired.
 pub fn run_repair(options: RepairOptions) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the client runtime")?;
+    let (runtime, client) = connected(options.cluster)?;
     runtime.block_on(async move {
-        let client = Client::connect(options.cluster, ClientOptions::default())
-            .await
-            .with_context(|| format!("connecting to {}", options.cluster))?;
         let inventory = client.fragment_inventory().await?;
         for (node, why) in &inventory.down {
             eprintln!("node {node} is down ({why}): chunks with fragments there wait for it");
@@ -364,14 +364,8 @@ pub struct GcOptions {
 
 /// Runs `kiseki gc`: deletes the fragments no file of any namespace references.
 pub fn run_gc(options: GcOptions) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the client runtime")?;
+    let (runtime, client) = connected(options.cluster)?;
     runtime.block_on(async move {
-        let client = Client::connect(options.cluster, ClientOptions::default())
-            .await
-            .with_context(|| format!("connecting to {}", options.cluster))?;
         let summary = client
             .collect_garbage(std::time::Duration::from_secs(options.grace_s), options.dry_run)
             .await?;
@@ -442,14 +436,8 @@ enum Listing {
 }
 
 fn list(options: &ListOptions, listing: Listing) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the client runtime")?;
+    let (runtime, client) = connected(options.cluster)?;
     let status = runtime.block_on(async {
-        let client = Client::connect(options.cluster, ClientOptions::default())
-            .await
-            .with_context(|| format!("connecting to {}", options.cluster))?;
         let status_options = StatusOptions {
             cluster: options.cluster,
             namespace: 1,
