@@ -16,8 +16,8 @@ use kiseki_api::meta::{
     DiscoverReply, DiscoverRequest, ProposeReply, ProposeRequest, ReadReply, ReadRequest, Redirect, StatusReply,
     StatusRequest, MSG_DISCOVER, MSG_PROPOSE, MSG_READ, MSG_STATUS,
 };
-use kiseki_api::{split_device_id, ClusterMap, DeltaOutcome, ReadAnswer, ReadQuery};
-use kiseki_namespace::Delta;
+use kiseki_api::{split_device_id, ClusterMap, DeltaOutcome, ReadAnswer, ReadQuery, READDIR_ENTRIES_MAX};
+use kiseki_namespace::{Delta, DirEntry, InodeId, READDIR_COOKIE_FIRST};
 use kiseki_net::{decode_body, encode_body, NetError};
 use kiseki_placement::{Device, DeviceId, NodeId, PoolMap};
 
@@ -211,6 +211,31 @@ impl Client {
             .await?;
         postcard::from_bytes(&answer)
             .map_err(|error| ClientError::Invalid(format!("a node sent an undecodable read answer: {error}")))
+    }
+
+    /// Every entry of directory `dir` in `shard`'s namespace, in cookie order (paged
+    /// through with linearizable `ReadDir` reads).
+    pub async fn read_dir(&self, shard: u64, dir: InodeId) -> Result<Vec<DirEntry>, ClientError> {
+        let mut entries = Vec::new();
+        let mut after_cookie = READDIR_COOKIE_FIRST - 1;
+        loop {
+            let query = ReadQuery::ReadDir {
+                dir,
+                after_cookie,
+                limit: READDIR_ENTRIES_MAX,
+            };
+            let page = match self.read(shard, &query).await? {
+                ReadAnswer::Entries(page) => page,
+                other => return Err(ClientError::Invalid(format!("readdir answered {other:?}"))),
+            };
+            let full = page.len() as u32 == READDIR_ENTRIES_MAX;
+            let last = page.last().map(|entry| entry.cookie);
+            entries.extend(page);
+            match last {
+                Some(cookie) if full => after_cookie = cookie,
+                _ => return Ok(entries),
+            }
+        }
     }
 
     /// The replicas of `node`'s core `core`.

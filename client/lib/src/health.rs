@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use kiseki_api::{ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX};
-use kiseki_namespace::{FileKind, InodeId, NamespaceError, ReadPiece, READDIR_COOKIE_FIRST};
+use kiseki_api::{ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX};
+use kiseki_namespace::{FileKind, InodeId, NamespaceError, ReadPiece};
 use kiseki_pipeline::repair::{FragmentIo, Repairer};
 use kiseki_pipeline::Locator;
 use kiseki_placement::{place, DeviceId, PoolMap};
@@ -89,34 +89,17 @@ impl Client {
         let mut records = Vec::new();
         let mut directories = vec![InodeId(1)];
         while let Some(dir) = directories.pop() {
-            let mut after_cookie = READDIR_COOKIE_FIRST - 1;
-            loop {
-                let query = ReadQuery::ReadDir {
-                    dir,
-                    after_cookie,
-                    limit: READDIR_ENTRIES_MAX,
-                };
-                let page = match self.read(shard, &query).await? {
-                    ReadAnswer::Entries(page) => page,
-                    other => return Err(ClientError::Invalid(format!("readdir answered {other:?}"))),
-                };
-                for entry in &page {
-                    match entry.kind {
-                        FileKind::Directory => directories.push(entry.inode),
-                        FileKind::File => {
-                            for record in self.file_chunks(shard, entry.inode).await? {
-                                if seen.insert(record.chunk.locator.0) {
-                                    records.push(record);
-                                }
+            for entry in self.read_dir(shard, dir).await? {
+                match entry.kind {
+                    FileKind::Directory => directories.push(entry.inode),
+                    FileKind::File => {
+                        for record in self.file_chunks(shard, entry.inode).await? {
+                            if seen.insert(record.chunk.locator.0) {
+                                records.push(record);
                             }
                         }
-                        FileKind::Symlink => {}
                     }
-                }
-                let full = page.len() as u32 == READDIR_ENTRIES_MAX;
-                match page.last() {
-                    Some(last) if full => after_cookie = last.cookie,
-                    _ => break,
+                    FileKind::Symlink => {}
                 }
             }
         }

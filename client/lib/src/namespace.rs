@@ -19,10 +19,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kiseki_api::{DeltaOutcome, ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX};
+use kiseki_api::{DeltaOutcome, ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX};
 use kiseki_namespace::{
     Attributes, Delta, DirEntry, Extent, FileKind, InodeId, NamespaceError, NamespaceId, NewAttributes, ReadPiece,
-    RenameFlags, Timestamp, READDIR_COOKIE_FIRST,
+    RenameFlags, Timestamp,
 };
 use kiseki_pipeline::{Durability, ReadPipeline, StreamChunker, WriteConfig, WritePipeline};
 use kiseki_placement::place;
@@ -282,27 +282,7 @@ impl Namespace {
         if attributes.kind != FileKind::Directory {
             return Err(ClientError::Namespace(NamespaceError::NotDirectory));
         }
-        let mut entries = Vec::new();
-        let mut after_cookie = READDIR_COOKIE_FIRST - 1;
-        loop {
-            let query = ReadQuery::ReadDir {
-                dir,
-                after_cookie,
-                limit: READDIR_ENTRIES_MAX,
-            };
-            let page = match self.read(&query).await? {
-                ReadAnswer::Entries(page) => page,
-                other => return Err(unexpected(&other)),
-            };
-            let Some(last) = page.last() else { break };
-            after_cookie = last.cookie;
-            let full = page.len() as u32 == READDIR_ENTRIES_MAX;
-            entries.extend(page);
-            if !full {
-                break;
-            }
-        }
-        Ok(entries)
+        self.client.read_dir(self.shard, dir).await
     }
 
     /// Removes the file, symlink or empty directory `path`.

@@ -8,7 +8,7 @@ use kiseki_api::fragment::{
     FRAGMENT_LIST_MAX, MSG_DEVICES, MSG_FRAGMENT_DELETE, MSG_FRAGMENT_GET, MSG_FRAGMENT_LIST, MSG_FRAGMENT_PUT,
 };
 use kiseki_api::ClusterMap;
-use kiseki_net::{decode_body, encode_body, ErrorCode, RemoteError, Request, Service};
+use kiseki_net::{decode_body, encode_answer, ErrorCode, RemoteError, Request, Service};
 use kiseki_shard_host::{is_log_locator, CoreService};
 use kiseki_store::{FragmentStore, Locator, StoreError};
 
@@ -165,7 +165,7 @@ impl FragmentService {
             MSG_FRAGMENT_GET => self.get(decode_body(&request.body)?).await,
             MSG_FRAGMENT_DELETE => self.delete(decode_body(&request.body)?).await,
             MSG_FRAGMENT_LIST => self.list(decode_body(&request.body)?),
-            MSG_DEVICES => return encode(&self.devices()),
+            MSG_DEVICES => return encode_answer(&self.devices()),
             other => {
                 return Err(RemoteError::new(
                     ErrorCode::UnknownMethod,
@@ -173,7 +173,7 @@ impl FragmentService {
                 ))
             }
         };
-        encode(&reply)
+        encode_answer(&reply)
     }
 }
 
@@ -207,19 +207,6 @@ fn store_error_reply(error: StoreError) -> FragmentReply {
             reason: other.to_string(),
         },
     }
-}
-
-fn encode<T>(value: &T) -> Result<Vec<u8>, RemoteError>
-where
-    T: for<'a> kiseki_net::rkyv::Serialize<
-        kiseki_net::rkyv::api::high::HighSerializer<
-            Vec<u8>,
-            kiseki_net::rkyv::ser::allocator::ArenaHandle<'a>,
-            kiseki_net::rkyv::rancor::Error,
-        >,
-    >,
-{
-    encode_body(value).map_err(|error| RemoteError::new(ErrorCode::Internal, error.to_string()))
 }
 
 /// What a core serves: fragment RPCs here, everything else to the shard host.

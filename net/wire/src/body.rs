@@ -12,7 +12,7 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::error::{ErrorCode, NetError};
+use crate::error::{ErrorCode, NetError, RemoteError};
 
 /// Alignment an archived body needs to be read in place.
 pub const BODY_ALIGN_BYTES: usize = 16;
@@ -25,6 +25,15 @@ where
     rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, Vec::new()).map_err(|error| NetError::Encode {
         reason: error.to_string(),
     })
+}
+
+/// Serializes a service's answer: as [`encode_body`], with a failure to encode turned
+/// into the `Internal` error answer a handler returns.
+pub fn encode_answer<T>(value: &T) -> Result<Vec<u8>, RemoteError>
+where
+    T: for<'a> Serialize<HighSerializer<Vec<u8>, ArenaHandle<'a>, rancor::Error>>,
+{
+    encode_body(value).map_err(|error| RemoteError::new(ErrorCode::Internal, error.to_string()))
 }
 
 /// Validates `bytes` as an archived `T` and deserializes it. Any input that is not a

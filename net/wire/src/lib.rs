@@ -54,7 +54,7 @@ mod transport;
 /// with `#[rkyv(crate = kiseki_net::rkyv)]`, or depend on the same version directly.
 pub use rkyv;
 
-pub use body::{decode_body, encode_body, ErrorBody};
+pub use body::{decode_body, encode_answer, encode_body, ErrorBody};
 pub use error::{ErrorCode, NetError, RemoteError};
 pub use frame::{Frame, FrameDecoder, FrameEncoder, FrameHeader, FrameKind};
 #[cfg(feature = "runtime")]

@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use kiseki_consensus::ProposalId;
 use kiseki_namespace::Delta;
-use kiseki_net::{decode_body, encode_body, ErrorCode, RemoteError, Request, RpcServer, Service};
+use kiseki_net::{decode_body, encode_answer, ErrorCode, RemoteError, Request, RpcServer, Service};
 
 use crate::host::CoreHost;
 use crate::HostError;
@@ -40,7 +40,7 @@ impl CoreService {
             sequence: request.sequence,
         };
         let reply = self.host.propose(request.shard, proposal_id, delta).await;
-        encode(&reply)
+        encode_answer(&reply)
     }
 
     async fn read(&self, body: &[u8]) -> Result<Vec<u8>, RemoteError> {
@@ -48,21 +48,8 @@ impl CoreService {
         let query: ReadQuery = postcard::from_bytes(&request.query)
             .map_err(|error| RemoteError::new(ErrorCode::BadRequest, format!("read query: {error}")))?;
         let reply = self.host.read(request.shard, query).await;
-        encode(&reply)
+        encode_answer(&reply)
     }
-}
-
-fn encode<T>(value: &T) -> Result<Vec<u8>, RemoteError>
-where
-    T: for<'a> kiseki_net::rkyv::Serialize<
-        kiseki_net::rkyv::api::high::HighSerializer<
-            Vec<u8>,
-            kiseki_net::rkyv::ser::allocator::ArenaHandle<'a>,
-            kiseki_net::rkyv::rancor::Error,
-        >,
-    >,
-{
-    encode_body(value).map_err(|error| RemoteError::new(ErrorCode::Internal, error.to_string()))
 }
 
 impl Service for CoreService {
@@ -78,13 +65,13 @@ impl Service for CoreService {
             }
             MSG_PROPOSE => self.propose(&request.body).await,
             MSG_READ => self.read(&request.body).await,
-            MSG_DISCOVER => encode(&DiscoverReply {
+            MSG_DISCOVER => encode_answer(&DiscoverReply {
                 cluster_json: self.host.map().to_json(),
                 leaders: self.host.leaders(),
             }),
             MSG_STATUS => {
                 let (node, core) = self.host.identity();
-                encode(&StatusReply {
+                encode_answer(&StatusReply {
                     node,
                     core: core as u64,
                     replicas: self.host.status(),
