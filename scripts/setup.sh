@@ -8,6 +8,12 @@ command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 command -v losetup >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+# The FUSE mount and the tools its tests drive it with.
+command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+command -v bindfs >/dev/null 2>&1 || need_apt+=(bindfs)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use kiseki_client::{Client, ClientOptions, KeyMaterial, Namespace, NamespaceOptions};
+use kiseki_client::{
+    default_durability, parse_durability, Client, ClientOptions, KeyMaterial, Namespace, NamespaceOptions,
+};
 use kiseki_namespace::{Attributes, FileKind};
 use kiseki_pipeline::Durability;
 
@@ -97,31 +99,6 @@ pub enum DataCommand {
         /// New path.
         to: String,
     },
-}
-
-/// Parses `3x` or `4+2`.
-pub fn parse_durability(text: &str) -> Result<Durability, String> {
-    let durability = if let Some(copies) = text.strip_suffix('x') {
-        Durability::Replicas(copies.parse().map_err(|_| format!("{text}: expected Nx or K+M"))?)
-    } else if let Some((data, parity)) = text.split_once('+') {
-        Durability::ErasureCoded {
-            data: data.parse().map_err(|_| format!("{text}: expected Nx or K+M"))?,
-            parity: parity.parse().map_err(|_| format!("{text}: expected Nx or K+M"))?,
-        }
-    } else {
-        return Err(format!("{text}: expected Nx or K+M"));
-    };
-    durability.validate().map_err(|error| error.to_string())?;
-    Ok(durability)
-}
-
-/// The default durability for a cluster of `devices` devices.
-pub fn default_durability(devices: usize) -> Durability {
-    if devices >= 6 {
-        Durability::ErasureCoded { data: 4, parity: 2 }
-    } else {
-        Durability::Replicas(devices.clamp(1, 3) as u8)
-    }
 }
 
 async fn open(target: &Target) -> anyhow::Result<Namespace> {

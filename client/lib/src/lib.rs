@@ -31,10 +31,15 @@ mod health;
 mod keys;
 mod links;
 mod namespace;
+mod posix;
 
 pub use client::{Client, ClientOptions};
 pub use error::ClientError;
 pub use health::{chunk_health, ChunkHealth, GcSummary, Inventory, RepairSummary};
 pub use keys::KeyMaterial;
 pub use links::Connector;
-pub use namespace::{path_components, write_quorum, Namespace, NamespaceOptions, ReadSummary, WriteSummary};
+pub use namespace::{
+    default_durability, parse_durability, path_components, write_quorum, Namespace, NamespaceOptions, ReadSummary,
+    WriteSummary,
+};
+pub use posix::{Capacity, Creator};

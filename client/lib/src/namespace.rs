@@ -109,7 +109,7 @@ impl std::fmt::Debug for Namespace {
 }
 
 /// Now, as the namespace stamps times.
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     let elapsed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     Timestamp::new(elapsed.as_secs() as i64, elapsed.subsec_nanos())
 }
@@ -132,7 +132,7 @@ pub fn path_components(path: &str) -> Result<Vec<&[u8]>, ClientError> {
     Ok(components)
 }
 
-fn applied(outcome: DeltaOutcome) -> Result<(Option<InodeId>, Option<Attributes>), ClientError> {
+pub(crate) fn applied(outcome: DeltaOutcome) -> Result<(Option<InodeId>, Option<Attributes>), ClientError> {
     match outcome {
         DeltaOutcome::Done { inode, attributes } => Ok((inode, attributes)),
         DeltaOutcome::Refused(error) => Err(ClientError::Namespace(error)),
@@ -171,17 +171,27 @@ impl Namespace {
         })
     }
 
+    /// The client this namespace talks through.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The options new chunks are written with.
+    pub fn options(&self) -> &NamespaceOptions {
+        &self.options
+    }
+
     /// The namespace's id as the shards know it.
     pub fn id(&self) -> NamespaceId {
         NamespaceId(self.shard)
     }
 
-    async fn propose(&self, delta: &Delta) -> Result<(Option<InodeId>, Option<Attributes>), ClientError> {
+    pub(crate) async fn propose(&self, delta: &Delta) -> Result<(Option<InodeId>, Option<Attributes>), ClientError> {
         let (_, outcome) = self.client.propose(self.shard, delta).await?;
         applied(outcome)
     }
 
-    async fn read(&self, query: &ReadQuery) -> Result<ReadAnswer, ClientError> {
+    pub(crate) async fn read(&self, query: &ReadQuery) -> Result<ReadAnswer, ClientError> {
         match self.client.read(self.shard, query).await? {
             ReadAnswer::Failed(error) => Err(ClientError::Namespace(error)),
             answer => Ok(answer),
@@ -359,7 +369,7 @@ impl Namespace {
         R: AsyncRead + Unpin,
     {
         let inode = self.create_empty(path, mode).await?;
-        let mut writer = FileWriter::new(self, inode)?;
+        let mut writer = FileWriter::new(self, inode, 0)?;
         let mut input = vec![0u8; 1 << 20];
         loop {
             let read = reader.read(&mut input).await?;
@@ -369,6 +379,28 @@ impl Namespace {
             writer.push(&input[..read]).await?;
         }
         writer.finish().await
+    }
+
+    /// Writes `data` at `offset_bytes` of the file `inode` (chunked, sealed and encoded
+    /// as [`Namespace::write_file`] does) and commits it; the file grows to at least the
+    /// end of the range, and what the range covered before is replaced.
+    pub async fn write_at(&self, inode: InodeId, offset_bytes: u64, data: &[u8]) -> Result<WriteSummary, ClientError> {
+        let mut writer = FileWriter::new(self, inode, offset_bytes)?;
+        for piece in data.chunks(1 << 20) {
+            writer.push(piece).await?;
+        }
+        writer.finish().await
+    }
+
+    /// The whole plaintext of the chunk an extent points into (fetched, verified,
+    /// decoded and decrypted); the extent's bytes are
+    /// `[chunk_offset_bytes, chunk_offset_bytes + length_bytes)` of it.
+    pub async fn load_chunk(&self, extent: &Extent) -> Result<Vec<u8>, ClientError> {
+        let record = ChunkRecord::decode(extent.chunk_locator, &extent.wrapped_key)?;
+        let fetched = fetch_chunk(self.client.clone(), record).await;
+        let mut reader = ChunkReader::new(self);
+        reader.decode(&record, &fetched, &mut ReadSummary::default())?;
+        Ok(reader.plaintext)
     }
 
     /// Writes the whole file `path` to `out`.
@@ -420,7 +452,7 @@ impl Namespace {
     }
 }
 
-fn unexpected(answer: &ReadAnswer) -> ClientError {
+pub(crate) fn unexpected(answer: &ReadAnswer) -> ClientError {
     ClientError::Invalid(format!("unexpected answer from the shard: {answer:?}"))
 }
 
@@ -453,7 +485,7 @@ struct FileWriter<'n> {
 }
 
 impl<'n> FileWriter<'n> {
-    fn new(namespace: &'n Namespace, inode: InodeId) -> Result<FileWriter<'n>, ClientError> {
+    fn new(namespace: &'n Namespace, inode: InodeId, offset_bytes: u64) -> Result<FileWriter<'n>, ClientError> {
         let config = namespace.options.write;
         Ok(FileWriter {
             namespace,
@@ -462,7 +494,7 @@ impl<'n> FileWriter<'n> {
             pipeline: WritePipeline::new(config)?,
             in_flight: VecDeque::new(),
             uncommitted: Vec::new(),
-            committed_bytes: 0,
+            committed_bytes: offset_bytes,
             written_bytes: 0,
             chunks: 0,
         })
@@ -556,6 +588,31 @@ impl<'n> FileWriter<'n> {
         self.namespace.propose(&delta).await?;
         self.committed_bytes += length;
         Ok(())
+    }
+}
+
+/// Parses `3x` or `4+2`.
+pub fn parse_durability(text: &str) -> Result<Durability, String> {
+    let durability = if let Some(copies) = text.strip_suffix('x') {
+        Durability::Replicas(copies.parse().map_err(|_| format!("{text}: expected Nx or K+M"))?)
+    } else if let Some((data, parity)) = text.split_once('+') {
+        Durability::ErasureCoded {
+            data: data.parse().map_err(|_| format!("{text}: expected Nx or K+M"))?,
+            parity: parity.parse().map_err(|_| format!("{text}: expected Nx or K+M"))?,
+        }
+    } else {
+        return Err(format!("{text}: expected Nx or K+M"));
+    };
+    durability.validate().map_err(|error| error.to_string())?;
+    Ok(durability)
+}
+
+/// The default durability for a cluster of `devices` devices.
+pub fn default_durability(devices: usize) -> Durability {
+    if devices >= 6 {
+        Durability::ErasureCoded { data: 4, parity: 2 }
+    } else {
+        Durability::Replicas(devices.clamp(1, 3) as u8)
     }
 }
 

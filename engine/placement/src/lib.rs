@@ -21,6 +21,8 @@
 //! Runs anywhere a placement is needed: in clients and gateways (to address fragments), on
 //! storage-node cores (to route and repair) and in the control plane; every call is a
 //! plain function of its arguments, so any core may call it without coordination.
+//! It also holds [`units`], the byte-size parser every command line shares (a pure
+//! function too, and the one crate both the store and the clients link).
 #![forbid(unsafe_code)]
 
 mod error;
@@ -29,6 +31,7 @@ mod place;
 mod pool;
 mod repair;
 mod score;
+pub mod units;
 
 pub use error::PlacementError;
 pub use locator::Locator;

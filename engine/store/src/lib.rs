@@ -28,7 +28,8 @@ mod error;
 pub mod format;
 pub mod index;
 mod store;
-pub mod units;
+/// Byte sizes with units (moved to `kiseki-placement`, which clients link too).
+pub use kiseki_placement::units;
 
 pub use device::{format_device, read_superblock, FormatOptions};
 pub use error::StoreError;

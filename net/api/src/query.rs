@@ -65,6 +65,32 @@ pub enum ReadQuery {
         /// At most this many events.
         limit: u32,
     },
+    /// As `ReadDir`, with each entry's attributes (readdirplus).
+    ReadDirPlus {
+        /// The directory.
+        dir: InodeId,
+        /// Entries after this cookie (0 for the first page).
+        after_cookie: u64,
+        /// At most this many entries (capped at [`READDIR_ENTRIES_MAX`]).
+        limit: u32,
+    },
+    /// A symlink's target.
+    ReadLink {
+        /// The symlink.
+        inode: InodeId,
+    },
+    /// One extended attribute's value.
+    GetXattr {
+        /// The inode.
+        inode: InodeId,
+        /// The attribute name.
+        name: Vec<u8>,
+    },
+    /// The names of an inode's extended attributes.
+    ListXattr {
+        /// The inode.
+        inode: InodeId,
+    },
 }
 
 /// The answer to a [`ReadQuery`].
@@ -89,6 +115,12 @@ pub enum ReadAnswer {
     Events(Vec<WatchEvent>),
     /// The read failed.
     Failed(NamespaceError),
+    /// Directory entries with their attributes.
+    EntriesPlus(Vec<(DirEntry, Attributes)>),
+    /// Bytes (a symlink target, an xattr value).
+    Bytes(Vec<u8>),
+    /// Names (of extended attributes).
+    Names(Vec<Vec<u8>>),
 }
 
 /// Watch events one read may return at most.

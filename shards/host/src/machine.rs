@@ -56,6 +56,18 @@ impl NamespaceMachine {
                 events.truncate((*limit).min(WATCH_EVENTS_PER_READ_MAX) as usize);
                 ReadAnswer::Events(events)
             }),
+            ReadQuery::ReadDirPlus {
+                dir,
+                after_cookie,
+                limit,
+            } => self
+                .state
+                .view()
+                .readdir_plus(*dir, *after_cookie, (*limit).min(READDIR_ENTRIES_MAX) as usize)
+                .map(ReadAnswer::EntriesPlus),
+            ReadQuery::ReadLink { inode } => self.state.view().readlink(*inode).map(ReadAnswer::Bytes),
+            ReadQuery::GetXattr { inode, name } => self.state.view().getxattr(*inode, name).map(ReadAnswer::Bytes),
+            ReadQuery::ListXattr { inode } => self.state.view().listxattr(*inode).map(ReadAnswer::Names),
         };
         result.unwrap_or_else(ReadAnswer::Failed)
     }

@@ -1,0 +1,214 @@
+//! `kiseki-client-fuse`: mounts a namespace of a Kiseki cluster (`mount`) and unmounts it
+//! (`unmount`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use kiseki_client::NamespaceOptions;
+use kiseki_client::{default_durability, parse_durability, Client, ClientOptions, KeyMaterial, Namespace};
+use kiseki_fuse::{session_config, KisekiFs, MountOptions};
+use kiseki_pipeline::Durability;
+
+/// Mounts Kiseki namespaces through FUSE; data is chunked, encrypted and erasure coded
+/// in this process.
+#[derive(Debug, Parser)]
+#[command(name = "kiseki-client-fuse", version)]
+enum Cli {
+    /// Mounts a namespace at MOUNTPOINT (in the foreground unless `--daemon`).
+    Mount(MountArgs),
+    /// Unmounts MOUNTPOINT (also one left behind by a killed mount).
+    Unmount {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// Detach now and clean up once it is no longer busy.
+        #[arg(short, long)]
+        lazy: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct MountArgs {
+    /// Where to mount.
+    mountpoint: PathBuf,
+    /// Any core of any node (`kiseki up` prints them).
+    #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
+    cluster: SocketAddr,
+    /// The tenant whose keys the key file holds (until the control plane serves
+    /// tenants, the development key file holds one tenant, `default`).
+    #[arg(long, env = "KISEKI_TENANT", default_value = "default")]
+    tenant: String,
+    /// The namespace (for now, a shard number of the cluster map).
+    #[arg(long, env = "KISEKI_NAMESPACE", default_value_t = 1)]
+    namespace: u64,
+    /// The key file (`kiseki up` writes `DATA_DIR/keys.json`).
+    #[arg(long, env = "KISEKI_KEYS", default_value = "./kiseki-data/keys.json")]
+    keys: PathBuf,
+    /// Durability of new chunks (`3x`, `4+2`); default as `kiseki put`.
+    #[arg(long, value_parser = parse_durability)]
+    durability: Option<Durability>,
+    /// Mount options, `name=value` separated by commas (see `docs/fuse.md`).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Run in the background once mounted.
+    #[arg(long)]
+    daemon: bool,
+    /// With `--daemon`: where the background process logs.
+    #[arg(long)]
+    log: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse() {
+        Cli::Mount(args) if args.daemon => daemonize(&args),
+        Cli::Mount(args) => mount(args),
+        Cli::Unmount { mountpoint, lazy } => unmount(&mountpoint, lazy),
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
+        .unwrap_or(false)
+}
+
+fn mount(args: MountArgs) -> anyhow::Result<()> {
+    if args.tenant != "default" {
+        bail!(
+            "tenant {}: this cluster's development key file holds the tenant `default` only",
+            args.tenant
+        );
+    }
+    let options = MountOptions::parse(args.options.iter().map(String::as_str), std::env::vars(), is_root())
+        .map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads.max(2))
+        .thread_name("kiseki-fuse")
+        .enable_all()
+        .build()?;
+    let namespace = runtime.block_on(open_namespace(&args))?;
+    let filesystem = KisekiFs::new(runtime.handle().clone(), namespace, &options);
+    let registry = filesystem.registry();
+    let session = fuser::Session::new(filesystem, &args.mountpoint, &session_config(&options))
+        .with_context(|| format!("mounting {}", args.mountpoint.display()))?;
+    let background = session.spawn()?;
+    println!("mounted {} (namespace {})", args.mountpoint.display(), args.namespace);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    while !stop.load(Ordering::Relaxed) && !background.guard.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if background.guard.is_finished() {
+        // Unmounted from outside (`umount`, `kiseki-client-fuse unmount`).
+        return background.join().context("the FUSE session ended with an error");
+    }
+    // Clean stop: commit what open files buffer, then unmount.
+    runtime.block_on(registry.sync_all());
+    if let Err(error) = background.umount_and_join() {
+        tracing::warn!(%error, "unmount failed; detaching lazily");
+        unmount(&args.mountpoint, true)?;
+    }
+    Ok(())
+}
+
+async fn open_namespace(args: &MountArgs) -> anyhow::Result<Namespace> {
+    let keys = KeyMaterial::load(&args.keys).with_context(|| format!("loading keys from {}", args.keys.display()))?;
+    let client = Client::connect(args.cluster, ClientOptions::default())
+        .await
+        .with_context(|| format!("connecting to {}", args.cluster))?;
+    let durability = args
+        .durability
+        .unwrap_or_else(|| default_durability(client.pool().devices().len()));
+    Ok(Namespace::new(
+        client,
+        args.namespace,
+        Arc::new(keys),
+        NamespaceOptions::with_durability(durability),
+    )?)
+}
+
+/// Whether a FUSE filesystem is mounted at `mountpoint`.
+fn is_mounted(mountpoint: &Path) -> bool {
+    let Ok(canonical) = std::fs::canonicalize(mountpoint) else {
+        return false;
+    };
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    mounts.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        fields.get(4).is_some_and(|point| Path::new(point) == canonical) && line.contains(" - fuse")
+    })
+}
+
+/// Starts this command again without `--daemon`, in its own process group, and returns
+/// once it has mounted (or failed).
+fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
+    let log = match &args.log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => Stdio::null(),
+    };
+    let arguments: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|argument| argument != "--daemon")
+        .collect();
+    let mut child = std::os::unix::process::CommandExt::process_group(
+        Command::new(std::env::current_exe()?)
+            .args(arguments)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+        0,
+    )
+    .stderr(log)
+    .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if is_mounted(&args.mountpoint) {
+            println!("mounted {} (pid {})", args.mountpoint.display(), child.id());
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the mount process ended before mounting: {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("not mounted after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
+    let flags = if lazy { "-uz" } else { "-u" };
+    let fusermount = Command::new("fusermount3").arg(flags).arg(mountpoint).status();
+    if matches!(fusermount, Ok(status) if status.success()) {
+        return Ok(());
+    }
+    let mut umount = Command::new("umount");
+    if lazy {
+        umount.arg("-l");
+    }
+    let status = umount.arg(mountpoint).status().context("running umount")?;
+    if !status.success() {
+        bail!("unmounting {} failed ({status})", mountpoint.display());
+    }
+    Ok(())
+}
