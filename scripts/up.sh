@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/kiseki-target}"
-cargo build --release --locked -p kiseki-cli -p kiseki-server
+cargo build --release --locked -p kiseki-cli -p kiseki-server -p kiseki-client-fuse
 exec "$CARGO_TARGET_DIR/release/kiseki" up "$@"

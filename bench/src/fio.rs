@@ -203,6 +203,13 @@ pub fn run_in_directory(run: &FioDirectoryRun) -> anyhow::Result<FioResult> {
     execute(&profile, &environment, &what)
 }
 
+/// Runs the job file `profile` of [`profiles_dir`] with `environment` (the
+/// `KISEKI_FIO_*` parameters it expands) and returns its figures.
+pub fn run_profile(profile: &str, environment: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<FioResult> {
+    let path = profile_path(profile)?;
+    execute(&path, environment, &format!("fio {profile}"))
+}
+
 fn profile_path(profile: &str) -> anyhow::Result<PathBuf> {
     let path = profiles_dir().join(profile);
     if !path.is_file() {

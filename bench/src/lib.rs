@@ -11,6 +11,7 @@
 mod cluster;
 pub mod engine;
 pub mod fio;
+pub mod fuse;
 pub mod io;
 pub mod meta;
 pub mod pipeline;

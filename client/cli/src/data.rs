@@ -122,6 +122,10 @@ fn kind_name(kind: FileKind) -> &'static str {
         FileKind::File => "file",
         FileKind::Directory => "directory",
         FileKind::Symlink => "symlink",
+        FileKind::Fifo => "fifo",
+        FileKind::Socket => "socket",
+        FileKind::CharDevice { .. } => "char-device",
+        FileKind::BlockDevice { .. } => "block-device",
     }
 }
 

@@ -104,6 +104,28 @@ enum Suite {
     /// Files through the native client (real kiseki-server clusters on this machine) vs
     /// fio on the same filesystem and the chunk pipeline.
     Io(IoArguments),
+    /// fio jobs through a FUSE mount of a one-node cluster vs bindfs and a local directory.
+    Fuse {
+        /// Parent of the working directory (devices, mount points, the local baseline);
+        /// default: the system's temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Cores of the node.
+        #[arg(long, default_value_t = 1)]
+        cores: usize,
+        /// Bytes each sequential fio job writes and reads; default 512MiB (quick 32MiB).
+        #[arg(long, value_parser = parse_bytes)]
+        file_size: Option<u64>,
+        /// A short run for smoke tests.
+        #[arg(long)]
+        quick: bool,
+        /// Runs the suite this many times and reports each case's median.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// One JSON object per case per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Chunk pipeline (chunk, key, encrypt, encode, CRC) vs its stages and memcpy.
     Pipeline {
         /// Highest core count to measure; default: all available.
@@ -341,6 +363,38 @@ fn main() -> anyhow::Result<()> {
                     Ok(report.cases)
                 })?;
                 print_all(&cases, arguments.json);
+                let failures = failures.into_inner();
+                if !failures.is_empty() {
+                    anyhow::bail!("not measured:\n  {}", failures.join("\n  "));
+                }
+                Ok(())
+            }
+            Suite::Fuse {
+                dir,
+                cores,
+                file_size,
+                quick,
+                repeat,
+                json,
+            } => {
+                let (server, mount) = (up::server_binary(), up::binary_beside("kiseki-client-fuse"));
+                let mut options = if quick {
+                    kiseki_bench::fuse::FuseOptions::quick(server, mount)
+                } else {
+                    kiseki_bench::fuse::FuseOptions::full(server, mount)
+                };
+                options.directory = dir;
+                options.cores = cores.max(1);
+                if let Some(bytes) = file_size {
+                    options.file_bytes = bytes;
+                }
+                let failures = std::cell::RefCell::new(Vec::new());
+                let cases = median_of_runs(repeat, || {
+                    let report = kiseki_bench::fuse::run(&options)?;
+                    failures.borrow_mut().extend(report.failures);
+                    Ok(report.cases)
+                })?;
+                print_all(&cases, json);
                 let failures = failures.into_inner();
                 if !failures.is_empty() {
                     anyhow::bail!("not measured:\n  {}", failures.join("\n  "));

@@ -42,12 +42,17 @@ pub struct UpOptions {
 
 /// The `kiseki-server` binary: beside this one, else on PATH.
 pub fn server_binary() -> PathBuf {
+    binary_beside("kiseki-server")
+}
+
+/// The binary `name` beside this executable if it is there, else `name` (found on PATH).
+pub fn binary_beside(name: &str) -> PathBuf {
     let beside = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|directory| directory.join("kiseki-server")));
+        .and_then(|exe| exe.parent().map(|directory| directory.join(name)));
     match beside {
         Some(path) if path.is_file() => path,
-        _ => PathBuf::from("kiseki-server"),
+        _ => PathBuf::from(name),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The FUSE mount (`kiseki-client-fuse`) of a `kiseki up --nodes 3` cluster with two
 //! devices per node, used through ordinary tools: cp -a and diff -r of a tree with every
-//! file type the namespace stores, tar, git, rsync both ways, dd with O_DIRECT, fio verify
+//! file type (files, directories, symlinks, hard links, a FIFO, a socket, device nodes),
+//! tar, git, rsync both ways, dd with O_DIRECT, fio verify
 //! jobs, Python's os and shutil for every operation and its errno (`fuse_ops.py`), two
 //! mounts that see each other's closed files, an fsx-style model check of thousands of
 //! random operations against a local directory, and SIGKILL of the mount during writes
@@ -118,6 +119,25 @@ impl Drop for Mount {
     }
 }
 
+/// Waits (up to 30 s, polling) until `path` reads `expected`.
+fn eventually_reads(path: &Path, expected: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let read = std::fs::read(path).unwrap_or_default();
+        if read == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} reads {:?}, not {:?}",
+            path.display(),
+            String::from_utf8_lossy(&read),
+            String::from_utf8_lossy(expected)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn run(command: &mut Command) -> String {
     let output = command.output().unwrap();
     assert!(
@@ -154,6 +174,21 @@ fn make_tree(root: &Path) {
     std::fs::set_permissions(root.join("a/b"), std::fs::Permissions::from_mode(0o750)).unwrap();
     std::fs::set_permissions(root.join("a/small.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(root.join("empty"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    // Special files, in their own directory: diff compares no special files.
+    std::fs::create_dir_all(root.join("special")).unwrap();
+    sh(&format!(
+        "mkfifo -m 0640 {d}/pipe && mknod -m 0666 {d}/null-device c 1 3 && mknod {d}/block-device b 7 200",
+        d = root.join("special").display()
+    ));
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("special/socket")).unwrap();
+}
+
+/// `diff -r` of two trees, leaving out the special files it cannot compare.
+fn diff_trees(left: &Path, right: &Path) {
+    run(Command::new("diff")
+        .args(["-r", "--no-dereference", "-x", "special"])
+        .arg(left)
+        .arg(right));
 }
 
 /// Mode, type, size, link count and path of every entry under `root`, sorted.
@@ -200,12 +235,10 @@ fn ordinary_tools_and_every_operation_work_through_the_mount() {
     let source = work.path().join("source");
     make_tree(&source);
     run(Command::new("cp").arg("-a").arg(&source).arg(mount.path("tree")));
-    run(Command::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(&source)
-        .arg(mount.path("tree")));
+    diff_trees(&source, &mount.path("tree"));
     assert_eq!(inventory(&source), inventory(&mount.path("tree")));
+    let device_numbers = |root: &Path| sh(&format!("stat -c '%F %t:%T' {}/special/*", root.display()));
+    assert_eq!(device_numbers(&source), device_numbers(&mount.path("tree")));
 
     // tar out of the mount and into it.
     let tree = mount.path("tree");
@@ -214,11 +247,7 @@ fn ordinary_tools_and_every_operation_work_through_the_mount() {
         tree = tree.display(),
         m = mount.point.display()
     ));
-    run(Command::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(&source)
-        .arg(mount.path("untar")));
+    diff_trees(&source, &mount.path("untar"));
 
     // git inside the mount.
     let log = sh(&format!(
@@ -234,17 +263,14 @@ fn ordinary_tools_and_every_operation_work_through_the_mount() {
     // rsync in and out, compared by checksum.
     let back = work.path().join("back");
     sh(&format!(
-        "rsync -a --checksum {src}/ {m}/rsynced/ && rsync -a --checksum {m}/rsynced/ {back}/ && \
-         rsync -a --checksum --dry-run --itemize-changes {src}/ {back}/ | (! grep .)",
+        "rsync -aH --checksum {src}/ {m}/rsynced/ && rsync -aH --checksum {m}/rsynced/ {back}/ && \
+         rsync -aH --checksum --dry-run --itemize-changes {src}/ {back}/ | (! grep .)",
         src = source.display(),
         m = mount.point.display(),
         back = back.display()
     ));
-    run(Command::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(&source)
-        .arg(&back));
+    diff_trees(&source, &back);
+    assert_eq!(inventory(&source), inventory(&back));
 
     // dd with O_DIRECT both ways.
     let random = work.path().join("random");
@@ -278,20 +304,22 @@ fn ordinary_tools_and_every_operation_work_through_the_mount() {
         eprintln!("fio not installed: the fio verify jobs are skipped");
     }
 
-    // A second mount of the same namespace sees files closed in the first.
-    let twin = Mount::start(&cluster, &work.path().join("twin"), 1, &["meta_ttl_ms=100"]);
+    // A second mount of the same namespace sees files closed in the first, and the
+    // reverse, long before its one-minute attribute timeout: watch events invalidate
+    // what its kernel cached.
+    let twin = Mount::start(&cluster, &work.path().join("twin"), 1, &["meta_ttl_ms=60000"]);
     std::fs::write(mount.path("shared.txt"), b"written in the first mount").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        std::fs::read(twin.path("shared.txt")).unwrap(),
-        b"written in the first mount"
-    );
+    eventually_reads(&twin.path("shared.txt"), b"written in the first mount");
     std::fs::write(twin.path("shared.txt"), b"rewritten in the twin").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        std::fs::read(mount.path("shared.txt")).unwrap(),
-        b"rewritten in the twin"
-    );
+    eventually_reads(&mount.path("shared.txt"), b"rewritten in the twin");
+    std::fs::write(mount.path("shared.txt"), b"and again in the first").unwrap();
+    eventually_reads(&twin.path("shared.txt"), b"and again in the first");
+    std::fs::remove_file(mount.path("shared.txt")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while twin.path("shared.txt").exists() {
+        assert!(Instant::now() < deadline, "the twin still sees a removed file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(twin);
 
     // What the mount wrote, the CLI reads (and it is encrypted on the devices, as the

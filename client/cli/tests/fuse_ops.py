@@ -79,6 +79,14 @@ def files_and_directories():
     with os.scandir(path()) as entries:
         kinds = {entry.name: entry.is_dir() for entry in entries}
     check("readdirplus kinds", kinds == {"d": True, "x": False})
+    os.mkfifo(path("fifo"), 0o600)
+    check("mkfifo", stat.S_ISFIFO(os.lstat(path("fifo")).st_mode))
+    os.mknod(path("null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    info = os.lstat(path("null"))
+    check("mknod char device", stat.S_ISCHR(info.st_mode) and os.major(info.st_rdev) == 1 and os.minor(info.st_rdev) == 3)
+    fails_with("mkfifo over existing", errno.EEXIST, os.mkfifo, path("fifo"))
+    os.unlink(path("fifo"))
+    os.unlink(path("null"))
     os.unlink(path("d", "inner"))
     os.rmdir(path("d"))
     check("rmdir removed", not os.path.exists(path("d")))

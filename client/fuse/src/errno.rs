@@ -7,6 +7,15 @@ use kiseki_client::ClientError;
 /// full cluster, `EIO` for everything the caller cannot fix (unreachable nodes, data
 /// that cannot be read back, a broken answer).
 pub fn errno(error: &ClientError) -> Errno {
+    let code = code(error);
+    if code == Errno::EIO {
+        // The application sees only EIO: the log says what it was.
+        tracing::warn!(%error, "answering EIO");
+    }
+    code
+}
+
+fn code(error: &ClientError) -> Errno {
     match error {
         ClientError::Namespace(namespace) => Errno::from_i32(namespace.errno()),
         ClientError::NoSpace(_) => Errno::ENOSPC,

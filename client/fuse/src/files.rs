@@ -458,6 +458,24 @@ pub(crate) fn insert_range(ranges: &mut BTreeMap<u64, Vec<u8>>, total: &mut usiz
         ranges.insert(offset, data);
         return;
     }
+    // The common cases, without copying what is already buffered: an append to the one
+    // range it touches (sequential writes), or an overwrite inside it.
+    if let [start] = touching.as_slice() {
+        if *start <= offset {
+            if let Some(bytes) = ranges.get_mut(start) {
+                let at = (offset - start) as usize;
+                let before = bytes.len();
+                if at + data.len() <= before {
+                    bytes[at..at + data.len()].copy_from_slice(&data);
+                } else {
+                    bytes.truncate(at);
+                    bytes.extend_from_slice(&data);
+                    *total += bytes.len() - before;
+                }
+                return;
+            }
+        }
+    }
     let first = *touching.last().unwrap_or(&offset);
     let merged_start = first.min(offset);
     let mut merged_end = end;

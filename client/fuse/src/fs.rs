@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::errno::errno;
 use crate::files::{FileLimits, FileOp};
 use crate::options::{CacheMode, MountOptions};
-use crate::registry::{Handle, HandleTable, Registry};
+use crate::registry::{Handle, HandleTable, Registry, Version};
 
 /// Block size `stat` and `statfs` report.
 const BLOCK_BYTES: u32 = 4096;
@@ -120,9 +120,16 @@ impl Context {
         }
     }
 
-    async fn open(&self, inode: InodeId, flags: OpenFlags) -> Result<(u64, FopenFlags), Errno> {
+    /// Opens a handle of `inode`; `version` is the file's version if known (then the
+    /// kernel keeps its cached pages when the file did not change since its last open).
+    async fn open(
+        &self,
+        inode: InodeId,
+        flags: OpenFlags,
+        version: Option<Version>,
+    ) -> Result<(u64, FopenFlags), Errno> {
         let writable = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
-        let file = self.registry.open(inode).await.ok_or(Errno::EIO)?;
+        let (file, keep_cache) = self.registry.open(inode, version).await.ok_or(Errno::EIO)?;
         let fh = match self.handles.insert(Handle { inode, file, writable }) {
             Some(fh) => fh,
             None => {
@@ -133,6 +140,8 @@ impl Context {
         let mut open_flags = FopenFlags::empty();
         if self.direct_io || flags.0 & libc::O_DIRECT != 0 {
             open_flags |= FopenFlags::FOPEN_DIRECT_IO;
+        } else if keep_cache {
+            open_flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
         Ok((fh, open_flags))
     }
@@ -190,6 +199,10 @@ fn file_type(kind: FileKind) -> FileType {
         FileKind::File => FileType::RegularFile,
         FileKind::Directory => FileType::Directory,
         FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice { .. } => FileType::CharDevice,
+        FileKind::BlockDevice { .. } => FileType::BlockDevice,
     }
 }
 
@@ -208,7 +221,10 @@ pub fn file_attr(inode: InodeId, attributes: &Attributes) -> FileAttr {
         nlink: attributes.nlink,
         uid: attributes.uid,
         gid: attributes.gid,
-        rdev: 0,
+        rdev: match attributes.kind {
+            FileKind::CharDevice { rdev } | FileKind::BlockDevice { rdev } => rdev,
+            _ => 0,
+        },
         blksize: BLOCK_BYTES,
         flags: 0,
     }
@@ -359,31 +375,24 @@ impl Filesystem for KisekiFs {
         });
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            // The namespace stores files, directories and symlinks only.
-            reply.error(Errno::EPERM);
-            return;
-        }
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG => None,
+            libc::S_IFIFO => Some(FileKind::Fifo),
+            libc::S_IFSOCK => Some(FileKind::Socket),
+            libc::S_IFCHR => Some(FileKind::CharDevice { rdev }),
+            libc::S_IFBLK => Some(FileKind::BlockDevice { rdev }),
+            _ => return reply.error(Errno::EINVAL),
+        };
         let context = self.context();
         let name = name.as_bytes().to_vec();
         let creator = creator(req, mode, umask);
         self.spawn(async move {
-            let result = context
-                .namespace
-                .create_at(inode(parent), &name, creator, true)
-                .await
-                .map_err(|error| errno(&error));
-            reply_entry(reply, context.ttl, result);
+            let result = match kind {
+                None => context.namespace.create_at(inode(parent), &name, creator, true).await,
+                Some(kind) => context.namespace.mknod_at(inode(parent), &name, kind, creator).await,
+            };
+            reply_entry(reply, context.ttl, result.map_err(|error| errno(&error)));
         });
     }
 
@@ -483,7 +492,11 @@ impl Filesystem for KisekiFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let context = self.context();
         self.spawn(async move {
-            match context.open(inode(ino), flags).await {
+            let version = match context.getattr(inode(ino)).await {
+                Ok(attributes) => Some((attributes.mtime, attributes.ctime, attributes.size_bytes)),
+                Err(error) => return reply.error(error),
+            };
+            match context.open(inode(ino), flags, version).await {
                 Ok((fh, open_flags)) => reply.opened(FileHandle(fh), open_flags),
                 Err(error) => reply.error(error),
             }
@@ -514,7 +527,7 @@ impl Filesystem for KisekiFs {
                 if attributes.kind != FileKind::File {
                     return Err(Errno::EISDIR);
                 }
-                let (fh, open_flags) = context.open(created, OpenFlags(flags)).await?;
+                let (fh, open_flags) = context.open(created, OpenFlags(flags), None).await?;
                 if flags & libc::O_TRUNC != 0 && attributes.size_bytes > 0 {
                     let changes = AttrChanges {
                         size_bytes: Some(0),

@@ -4,7 +4,9 @@
 //! native client's inode-addressed calls ([`fs::KisekiFs`]), the open-file tasks that
 //! buffer writes and cache decoded chunks ([`files`]), the registry of open inodes and
 //! the handle table ([`registry`]), the mount options and their environment variables
-//! ([`options`]), and the one mapping of client errors to errno values ([`errno`]).
+//! ([`options`]), the follower of the namespace's watch events that invalidates what the
+//! kernel caches ([`watch`]), and the one mapping of client errors to errno values
+//! ([`errno`]).
 //!
 //! **Invariants.**
 //! - I-K1 holds here as in the client library: plaintext stays in this process; what
@@ -27,6 +29,7 @@ pub mod files;
 pub mod fs;
 pub mod options;
 pub mod registry;
+pub mod watch;
 
 pub use fs::KisekiFs;
 pub use options::{CacheMode, MountOptions};

@@ -96,11 +96,17 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let namespace = runtime.block_on(open_namespace(&args))?;
-    let filesystem = KisekiFs::new(runtime.handle().clone(), namespace, &options);
+    let filesystem = KisekiFs::new(runtime.handle().clone(), namespace.clone(), &options);
     let registry = filesystem.registry();
     let session = fuser::Session::new(filesystem, &args.mountpoint, &session_config(&options))
         .with_context(|| format!("mounting {}", args.mountpoint.display()))?;
     let background = session.spawn()?;
+    let poll_interval = Duration::from_millis((options.meta_ttl_ms / 4).clamp(50, 1_000));
+    runtime.spawn(kiseki_fuse::watch::follow(
+        namespace,
+        background.notifier(),
+        poll_interval,
+    ));
     println!("mounted {} (namespace {})", args.mountpoint.display(), args.namespace);
 
     let stop = Arc::new(AtomicBool::new(false));

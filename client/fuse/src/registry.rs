@@ -70,10 +70,18 @@ impl HandleTable {
     }
 }
 
+/// What identifies a file's contents between opens: its modification and change times
+/// and its size.
+pub type Version = (kiseki_namespace::Timestamp, kiseki_namespace::Timestamp, u64);
+
+/// Inodes whose last-open version the registry remembers at most.
+const SEEN_INODES_MAX: usize = 65_536;
+
 enum RegistryOp {
     Open {
         inode: InodeId,
-        reply: oneshot::Sender<mpsc::Sender<FileOp>>,
+        version: Option<Version>,
+        reply: oneshot::Sender<(mpsc::Sender<FileOp>, bool)>,
     },
     Release {
         inode: InodeId,
@@ -99,14 +107,29 @@ impl Registry {
         let (requests, mut receiver) = mpsc::channel::<RegistryOp>(1024);
         tokio::spawn(async move {
             let mut open: HashMap<InodeId, (mpsc::Sender<FileOp>, u64)> = HashMap::new();
+            // The version each inode had when last opened: the kernel may keep its cached
+            // pages of a file opened again unchanged (close-to-open).
+            let mut seen: HashMap<InodeId, Version> = HashMap::new();
             while let Some(op) = receiver.recv().await {
                 match op {
-                    RegistryOp::Open { inode, reply } => {
+                    RegistryOp::Open { inode, version, reply } => {
                         let entry = open
                             .entry(inode)
                             .or_insert_with(|| (files::spawn(namespace.clone(), inode, limits, queue), 0));
                         entry.1 += 1;
-                        let _ = reply.send(entry.0.clone());
+                        let keep_cache = match version {
+                            Some(version) => {
+                                if seen.len() >= SEEN_INODES_MAX && !seen.contains_key(&inode) {
+                                    seen.clear();
+                                }
+                                seen.insert(inode, version) == Some(version)
+                            }
+                            None => {
+                                seen.remove(&inode);
+                                false
+                            }
+                        };
+                        let _ = reply.send((entry.0.clone(), keep_cache));
                     }
                     RegistryOp::Release { inode } => {
                         if let Some(entry) = open.get_mut(&inode) {
@@ -137,9 +160,14 @@ impl Registry {
     }
 
     /// The file task of `inode`, started if it is not open yet; one more handle holds it.
-    pub async fn open(&self, inode: InodeId) -> Option<mpsc::Sender<FileOp>> {
+    /// Also whether the file is at the `version` it had when last opened (then the
+    /// kernel's cached pages of it are still right); `None` forgets the version.
+    pub async fn open(&self, inode: InodeId, version: Option<Version>) -> Option<(mpsc::Sender<FileOp>, bool)> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(RegistryOp::Open { inode, reply }).await.ok()?;
+        self.requests
+            .send(RegistryOp::Open { inode, version, reply })
+            .await
+            .ok()?;
         answer.await.ok()
     }
 

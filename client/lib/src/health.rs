@@ -99,7 +99,12 @@ impl Client {
                             }
                         }
                     }
-                    FileKind::Symlink => {}
+                    // No chunks: names and attributes only.
+                    FileKind::Symlink
+                    | FileKind::Fifo
+                    | FileKind::Socket
+                    | FileKind::CharDevice { .. }
+                    | FileKind::BlockDevice { .. } => {}
                 }
             }
         }

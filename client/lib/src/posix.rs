@@ -5,8 +5,8 @@
 
 use kiseki_api::{ReadAnswer, ReadQuery, READDIR_ENTRIES_MAX};
 use kiseki_namespace::{
-    AttrChanges, Attributes, Delta, DirEntry, InodeId, NamespaceStats, NewAttributes, ReadPiece, RenameFlags,
-    XattrSetMode,
+    AttrChanges, Attributes, Delta, DirEntry, FileKind, InodeId, NamespaceStats, NewAttributes, ReadPiece, RenameFlags,
+    WatchEvent, XattrSetMode,
 };
 
 use crate::namespace::{now, unexpected};
@@ -100,6 +100,23 @@ impl Namespace {
             parent,
             name: name.to_vec(),
             target: target.to_vec(),
+            attributes: creator.attributes(),
+        };
+        self.apply_for_inode(&delta).await
+    }
+
+    /// Creates the named pipe, socket or device node `name` in `parent` (`mknod(2)`).
+    pub async fn mknod_at(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        kind: FileKind,
+        creator: Creator,
+    ) -> Result<(InodeId, Attributes), ClientError> {
+        let delta = Delta::Mknod {
+            parent,
+            name: name.to_vec(),
+            kind,
             attributes: creator.attributes(),
         };
         self.apply_for_inode(&delta).await
@@ -285,6 +302,15 @@ impl Namespace {
         };
         match self.read(&query).await? {
             ReadAnswer::Pieces(pieces) => Ok(pieces),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Up to `limit` watch events with a sequence at or above `sequence` (`WatchGap`
+    /// when the shard no longer holds them all).
+    pub async fn watch_since(&self, sequence: u64, limit: u32) -> Result<Vec<WatchEvent>, ClientError> {
+        match self.read(&ReadQuery::WatchSince { sequence, limit }).await? {
+            ReadAnswer::Events(events) => Ok(events),
             other => Err(unexpected(&other)),
         }
     }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::NamespaceError;
-use crate::types::{Extent, InodeId, NamespaceId, NewAttributes, ObjectMeta, Timestamp, UploadId};
+use crate::types::{Extent, FileKind, InodeId, NamespaceId, NewAttributes, ObjectMeta, Timestamp, UploadId};
 
 /// One change of the namespace. [`NamespaceState::apply`](crate::NamespaceState::apply)
 /// applies it whole or refuses it with a typed error and changes nothing.
@@ -238,6 +238,18 @@ pub enum Delta {
         condition: ObjectCondition,
         /// Change time of the directory.
         ctime: Timestamp,
+    },
+    /// Creates a named pipe, socket or device node (`mknod(2)`); another kind is
+    /// `InvalidArgument`.
+    Mknod {
+        /// The directory.
+        parent: InodeId,
+        /// The entry name.
+        name: Vec<u8>,
+        /// What to create ([`FileKind::is_special`]).
+        kind: FileKind,
+        /// Mode, owner and birth time.
+        attributes: NewAttributes,
     },
 }
 

@@ -68,6 +68,11 @@ fn check_inodes(tables: &Tables, config: &NamespaceConfig) -> Result<(), Namespa
                     return fail(format!("I-N5: file {} breaks its size, inline or extent bounds", id.0));
                 }
             }
+            InodeBody::Special => {
+                if size_bytes != 0 {
+                    return fail(format!("I-N5: special inode {} has a size", id.0));
+                }
+            }
             InodeBody::Symlink { target } => {
                 let fits = !target.is_empty() && target.len() <= config.symlink_target_bytes_max;
                 if !fits || size_bytes != target.len() as u64 {

@@ -255,5 +255,9 @@ pub(crate) fn kind_matches(record: &InodeRecord) -> bool {
         (FileKind::File, crate::tables::InodeBody::File { .. })
             | (FileKind::Directory, crate::tables::InodeBody::Directory(_))
             | (FileKind::Symlink, crate::tables::InodeBody::Symlink { .. })
+            | (
+                FileKind::Fifo | FileKind::Socket | FileKind::CharDevice { .. } | FileKind::BlockDevice { .. },
+                crate::tables::InodeBody::Special
+            )
     )
 }

@@ -37,6 +37,8 @@ pub(crate) enum InodeBody {
     Directory(DirectoryBody),
     /// A symlink and its target.
     Symlink { target: Vec<u8> },
+    /// A named pipe, socket or device node: nothing but its attributes.
+    Special,
 }
 
 /// A directory's own fields.
@@ -60,6 +62,7 @@ impl InodeRecord {
             InodeBody::File { inline } => (inline.len() as u64, 1),
             InodeBody::Directory(_) => (0, 2),
             InodeBody::Symlink { target } => (target.len() as u64, 1),
+            InodeBody::Special => (0, 1),
         };
         InodeRecord {
             attributes: Attributes {
@@ -200,6 +203,7 @@ impl Totals {
             }
             FileKind::Directory => change(&mut self.directories, 1),
             FileKind::Symlink => change(&mut self.symlinks, 1),
+            FileKind::Fifo | FileKind::Socket | FileKind::CharDevice { .. } | FileKind::BlockDevice { .. } => {}
         }
     }
 }
@@ -272,7 +276,11 @@ impl Tables {
         match record.kind() {
             FileKind::File => Ok(record),
             FileKind::Directory => Err(NamespaceError::IsDirectory),
-            FileKind::Symlink => Err(NamespaceError::invalid("not a regular file")),
+            FileKind::Symlink
+            | FileKind::Fifo
+            | FileKind::Socket
+            | FileKind::CharDevice { .. }
+            | FileKind::BlockDevice { .. } => Err(NamespaceError::invalid("not a regular file")),
         }
     }
 

@@ -68,6 +68,30 @@ pub enum FileKind {
     Directory,
     /// A symbolic link.
     Symlink,
+    /// A named pipe (FIFO); it holds no data here.
+    Fifo,
+    /// A Unix domain socket's name; it holds no data here.
+    Socket,
+    /// A character device node.
+    CharDevice {
+        /// The device number (`makedev(major, minor)`).
+        rdev: u32,
+    },
+    /// A block device node.
+    BlockDevice {
+        /// The device number (`makedev(major, minor)`).
+        rdev: u32,
+    },
+}
+
+impl FileKind {
+    /// A named pipe, socket or device node (made by `mknod`, holding no data).
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileKind::Fifo | FileKind::Socket | FileKind::CharDevice { .. } | FileKind::BlockDevice { .. }
+        )
+    }
 }
 
 /// The attributes of an inode, as `getattr` returns them.

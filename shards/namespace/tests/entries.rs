@@ -508,3 +508,57 @@ fn inode_and_entry_bounds_are_enforced() {
         NamespaceError::LimitExceeded { limit: Limit::Inodes },
     );
 }
+
+fn mknod(parent: InodeId, name: &str, kind: FileKind) -> Delta {
+    Delta::Mknod {
+        parent,
+        name: name.into(),
+        kind,
+        attributes: attributes(2),
+    }
+}
+
+#[test]
+fn mknod_makes_pipes_sockets_and_device_nodes_that_hold_no_data() {
+    let mut harness = Harness::new();
+    let kinds = [
+        ("fifo", FileKind::Fifo),
+        ("socket", FileKind::Socket),
+        ("tty", FileKind::CharDevice { rdev: 0x0501 }),
+        ("disk", FileKind::BlockDevice { rdev: 0x0800 }),
+    ];
+    for (name, kind) in kinds {
+        let applied = harness.ok(mknod(ROOT, name, kind));
+        let attributes = applied.attributes.unwrap();
+        assert_eq!((attributes.kind, attributes.size_bytes, attributes.nlink), (kind, 0, 1));
+        let (inode, found) = harness.state.lookup(ROOT, name.as_bytes()).unwrap();
+        assert_eq!((inode, found.kind), (applied.inode.unwrap(), kind));
+    }
+    let fifo = harness.state.lookup(ROOT, b"fifo").unwrap().0;
+    // A name taken, a kind mknod does not make, data written to a pipe: refused.
+    harness.refuse(mknod(ROOT, "fifo", FileKind::Fifo), NamespaceError::AlreadyExists);
+    for kind in [FileKind::File, FileKind::Directory, FileKind::Symlink] {
+        assert!(matches!(
+            harness.apply(mknod(ROOT, "other", kind)),
+            Err(NamespaceError::InvalidArgument { .. })
+        ));
+    }
+    assert!(matches!(
+        harness.apply(Delta::WriteExtents {
+            inode: fifo,
+            offset_bytes: 0,
+            extents: vec![extent(1, 0, 10)],
+            size_bytes: 10,
+            mtime: time(3),
+            expected_generation: None,
+        }),
+        Err(NamespaceError::InvalidArgument { .. })
+    ));
+    // Special inodes link, rename and unlink as files do.
+    harness.ok(link(fifo, ROOT, "fifo2"));
+    harness.ok(rename(ROOT, "fifo2", ROOT, "fifo3"));
+    harness.ok(unlink(ROOT, "fifo"));
+    assert_eq!(harness.state.getattr(fifo).unwrap().nlink, 1);
+    assert_eq!(harness.state.statfs().inodes, 5);
+    harness.state.check_invariants().unwrap();
+}

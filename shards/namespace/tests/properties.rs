@@ -11,7 +11,7 @@
 //! - Decoding random bytes never panics.
 
 use kiseki_namespace::{
-    AttrChanges, CompletedPart, Delta, Extent, InodeId, NamespaceConfig, NamespaceId, NamespaceSnapshot,
+    AttrChanges, CompletedPart, Delta, Extent, FileKind, InodeId, NamespaceConfig, NamespaceId, NamespaceSnapshot,
     NamespaceState, NewAttributes, ObjectCondition, ObjectContent, ObjectMeta, ReadPiece, RenameFlags, SetAttrGuard,
     Timestamp, UploadId, XattrSetMode,
 };
@@ -113,7 +113,10 @@ fn resolve(delta: &Delta, state: &NamespaceState) -> Delta {
         }
     };
     match &mut delta {
-        Delta::Create { parent, .. } | Delta::Mkdir { parent, .. } | Delta::Symlink { parent, .. } => pick(parent),
+        Delta::Create { parent, .. }
+        | Delta::Mkdir { parent, .. }
+        | Delta::Symlink { parent, .. }
+        | Delta::Mknod { parent, .. } => pick(parent),
         Delta::Unlink { parent, .. } | Delta::Rmdir { parent, .. } | Delta::MultipartBegin { parent, .. } => {
             pick(parent)
         }
@@ -274,6 +277,23 @@ fn symlink_delta() -> impl Strategy<Value = Delta> {
     })
 }
 
+fn mknod_delta() -> impl Strategy<Value = Delta> {
+    let kind = prop_oneof![
+        Just(FileKind::Fifo),
+        Just(FileKind::Socket),
+        Just(FileKind::CharDevice { rdev: 0x0103 }),
+        Just(FileKind::BlockDevice { rdev: 0x0801 }),
+        Just(FileKind::File),
+    ];
+    let fields = (directory(), name(), kind, new_attributes());
+    fields.prop_map(|(parent, name, kind, attributes)| Delta::Mknod {
+        parent,
+        name,
+        kind,
+        attributes,
+    })
+}
+
 fn link_delta() -> impl Strategy<Value = Delta> {
     let fields = (namespace(), inode(), directory(), name(), timestamp());
     fields.prop_map(|(source_namespace, inode, parent, name, ctime)| Delta::Link {
@@ -327,6 +347,7 @@ fn entry_delta() -> impl Strategy<Value = Delta> {
         4 => create_delta(),
         3 => mkdir_delta(),
         1 => symlink_delta(),
+        1 => mknod_delta(),
         2 => link_delta(),
         2 => unlink_delta(),
         2 => rmdir_delta(),

@@ -11,6 +11,7 @@ pub(crate) enum NewNode<'a> {
     File { exclusive: bool },
     Directory,
     Symlink { target: &'a [u8] },
+    Special { kind: FileKind },
 }
 
 impl Tables {
@@ -25,6 +26,13 @@ impl Tables {
     ) -> Result<(), NamespaceError> {
         validate_name(name)?;
         attributes.validate()?;
+        if let NewNode::Special { kind } = node {
+            if !kind.is_special() {
+                return Err(NamespaceError::invalid(
+                    "mknod makes pipes, sockets and device nodes only",
+                ));
+            }
+        }
         if let NewNode::Symlink { target } = node {
             if target.len() > cx.config.symlink_target_bytes_max {
                 return Err(NamespaceError::limit(Limit::SymlinkTarget));
@@ -66,6 +74,7 @@ impl Tables {
                     target: target.to_vec(),
                 },
             ),
+            NewNode::Special { kind } => (kind, InodeBody::Special),
         };
 
         // Commit: nothing below fails.

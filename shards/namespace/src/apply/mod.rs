@@ -169,6 +169,12 @@ impl Tables {
                 target,
                 attributes,
             } => self.create(cx, *parent, name, attributes, entries::NewNode::Symlink { target }),
+            Delta::Mknod {
+                parent,
+                name,
+                kind,
+                attributes,
+            } => self.create(cx, *parent, name, attributes, entries::NewNode::Special { kind: *kind }),
             Delta::Link {
                 source_namespace,
                 inode,
@@ -305,6 +311,7 @@ impl Tables {
             | Delta::Create { .. }
             | Delta::Mkdir { .. }
             | Delta::Symlink { .. }
+            | Delta::Mknod { .. }
             | Delta::Link { .. }
             | Delta::Unlink { .. }
             | Delta::Rmdir { .. }

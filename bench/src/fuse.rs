@@ -1,0 +1,350 @@
+//! `kiseki bench fuse`: fio job files from `fio-profiles/` through a Kiseki FUSE mount,
+//! against the same jobs through bindfs and on a local directory.
+//!
+//! One cluster of one node (`cores` cores, six file-backed devices for EC 4+2) is started
+//! in a temporary directory; `kiseki-client-fuse` mounts its namespace 1 there. A local
+//! directory on the same filesystem is the raw baseline, and bindfs (a passthrough FUSE
+//! filesystem, from Debian) mounts it a second time to separate FUSE's own cost. Each
+//! of the three targets runs, in order:
+//!
+//! - `fuse-seqwrite-1m` with 1 and 4 jobs (one file each, fsynced at the end): GB/s;
+//! - `fuse-seqread-1m` of those files, after dropping the page cache: GB/s;
+//! - `fuse-randread-4k` over the 1-job file: once after dropping the page cache (cold),
+//!   once right after (cached): IOPS;
+//! - `meta-filecreate`, `meta-filestat` and `meta-filedelete`: ops/s.
+//!
+//! Cases compare Kiseki with bindfs (the targets of issue 6), and bindfs with the local
+//! directory (what FUSE alone costs here). Dropping the page cache needs root; without it
+//! the read figures are reported as warm. Nothing here asserts timing.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use kiseki_client::KeyMaterial;
+
+use crate::cluster::{ClusterSpec, LocalCluster};
+use crate::fio::{self, FioResult};
+use crate::report::Case;
+
+const SUITE: &str = "fuse";
+const GB: f64 = 1e9;
+
+/// Options of the fuse suite.
+#[derive(Debug, Clone)]
+pub struct FuseOptions {
+    /// The `kiseki-server` binary.
+    pub server: PathBuf,
+    /// The `kiseki-client-fuse` binary.
+    pub mount: PathBuf,
+    /// Parent of the working directory; default: the system's temporary directory.
+    pub directory: Option<PathBuf>,
+    /// Cores of the node.
+    pub cores: usize,
+    /// Bytes each sequential job writes (and reads).
+    pub file_bytes: u64,
+    /// Files each metadata job creates, stats and deletes.
+    pub meta_files: u64,
+    /// Seconds of each time-based job (random reads, stats).
+    pub runtime_s: u32,
+    /// Size of each device file (sparse).
+    pub device_bytes: u64,
+}
+
+impl FuseOptions {
+    /// The full run: 512 MiB per sequential job, 5,000 files, 10 s timed jobs.
+    pub fn full(server: PathBuf, mount: PathBuf) -> FuseOptions {
+        FuseOptions {
+            server,
+            mount,
+            directory: None,
+            cores: 1,
+            file_bytes: 512 << 20,
+            meta_files: 5_000,
+            runtime_s: 10,
+            // Six of them hold 1.5 × the 2.5 GiB the jobs write, with room to spare.
+            device_bytes: 4 << 30,
+        }
+    }
+
+    /// A smoke run for CI.
+    pub fn quick(server: PathBuf, mount: PathBuf) -> FuseOptions {
+        FuseOptions {
+            file_bytes: 32 << 20,
+            meta_files: 200,
+            runtime_s: 1,
+            device_bytes: 2 << 30,
+            ..FuseOptions::full(server, mount)
+        }
+    }
+}
+
+/// What the suite measured, and what it could not.
+#[derive(Debug, Clone, Default)]
+pub struct FuseReport {
+    /// Every case measured.
+    pub cases: Vec<Case>,
+    /// What could not be measured, with the reason.
+    pub failures: Vec<String>,
+}
+
+/// Figures of one target.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    write_1: f64,
+    write_4: f64,
+    read_1: f64,
+    read_4: f64,
+    randread_cold: f64,
+    randread_cached: f64,
+    creates: f64,
+    stats: f64,
+    deletes: f64,
+}
+
+/// A case: its name, its unit and how to read it from a target's figures.
+type Row = (&'static str, &'static str, fn(&Figures) -> f64);
+
+/// A mounted FUSE filesystem, unmounted on drop.
+struct Mounted {
+    child: Child,
+    point: PathBuf,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("fusermount3").arg("-uz").arg(&self.point).status();
+    }
+}
+
+/// Runs the suite.
+pub fn run(options: &FuseOptions) -> anyhow::Result<FuseReport> {
+    if !fio::fio_available() {
+        bail!("the fuse suite runs fio jobs: install fio (apt-get install fio)");
+    }
+    let parent = options.directory.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix("kiseki-bench-fuse-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a working directory in {}", parent.display()))?;
+    let mut report = FuseReport::default();
+
+    let local = work.path().join("local");
+    std::fs::create_dir_all(&local)?;
+    eprintln!("fuse: local directory");
+    let local_figures = measure(options, &local)?;
+
+    let bindfs_figures = match bindfs(&local, &work.path().join("bindfs")) {
+        Ok(mounted) => {
+            eprintln!("fuse: bindfs");
+            let figures = measure(options, &mounted.point);
+            drop(mounted);
+            Some(figures?)
+        }
+        Err(error) => {
+            report.failures.push(format!("bindfs baseline: {error:#}"));
+            None
+        }
+    };
+
+    let spec = ClusterSpec {
+        nodes: 1,
+        cores: options.cores,
+        devices: 6,
+        shards: options.cores as u64,
+        device_bytes: options.device_bytes,
+    };
+    let cluster_dir = work.path().join("cluster");
+    let cluster = LocalCluster::start(&options.server, &cluster_dir, &spec).context("the cluster did not start")?;
+    let keys = cluster_dir.join("keys.json");
+    KeyMaterial::load_or_create(&keys)?;
+    let mounted = mount_kiseki(options, &cluster, &keys, &work.path().join("kiseki"))?;
+    eprintln!("fuse: kiseki");
+    let kiseki_figures = measure(options, &mounted.point);
+    drop(mounted);
+    if kiseki_figures.is_err() {
+        let logs = parent.join(format!("kiseki-bench-fuse-logs-{}", std::process::id()));
+        if let Ok(path) = cluster.preserve_logs(&logs) {
+            eprintln!("fuse: node logs kept in {}", path.display());
+        }
+    }
+    drop(cluster);
+    let kiseki_figures = kiseki_figures?;
+
+    let rows: [Row; 9] = [
+        ("seqwrite-1m-1job", "GB/s", |f| f.write_1 / GB),
+        ("seqwrite-1m-4jobs", "GB/s", |f| f.write_4 / GB),
+        ("seqread-1m-1job", "GB/s", |f| f.read_1 / GB),
+        ("seqread-1m-4jobs", "GB/s", |f| f.read_4 / GB),
+        ("randread-4k-cold", "IOPS", |f| f.randread_cold),
+        ("randread-4k-cached", "IOPS", |f| f.randread_cached),
+        ("filecreate", "ops/s", |f| f.creates),
+        ("filestat", "ops/s", |f| f.stats),
+        ("filedelete", "ops/s", |f| f.deletes),
+    ];
+    for (name, unit, value) in rows {
+        match &bindfs_figures {
+            Some(bindfs) => {
+                report.cases.push(Case::higher_is_better(
+                    SUITE,
+                    name,
+                    value(&kiseki_figures),
+                    unit,
+                    "bindfs",
+                    value(bindfs),
+                ));
+                report.cases.push(Case::higher_is_better(
+                    SUITE,
+                    &format!("bindfs-{name}"),
+                    value(bindfs),
+                    unit,
+                    "local",
+                    value(&local_figures),
+                ));
+            }
+            None => report.cases.push(Case::higher_is_better(
+                SUITE,
+                name,
+                value(&kiseki_figures),
+                unit,
+                "local",
+                value(&local_figures),
+            )),
+        }
+    }
+    Ok(report)
+}
+
+/// Mounts `local` again at `point` with bindfs.
+fn bindfs(local: &Path, point: &Path) -> anyhow::Result<Mounted> {
+    std::fs::create_dir_all(point)?;
+    let child = Command::new("bindfs")
+        .args(["-f", "--no-allow-other"])
+        .arg(local)
+        .arg(point)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start bindfs (apt-get install bindfs)")?;
+    let mounted = Mounted {
+        child,
+        point: point.to_path_buf(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !is_fuse_mount(point) {
+        if Instant::now() > deadline {
+            bail!("bindfs did not mount {}", point.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(mounted)
+}
+
+fn is_fuse_mount(point: &Path) -> bool {
+    let Ok(canonical) = std::fs::canonicalize(point) else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|mounts| {
+        mounts.lines().any(|line| {
+            line.split(' ')
+                .nth(4)
+                .is_some_and(|mounted| Path::new(mounted) == canonical)
+                && line.contains(" - fuse")
+        })
+    })
+}
+
+fn mount_kiseki(options: &FuseOptions, cluster: &LocalCluster, keys: &Path, point: &Path) -> anyhow::Result<Mounted> {
+    std::fs::create_dir_all(point)?;
+    let mut child = Command::new(&options.mount)
+        .arg("mount")
+        .arg(point)
+        .args(["--cluster", &cluster.seed().to_string(), "--durability", "4+2"])
+        .arg("--keys")
+        .arg(keys)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", options.mount.display()))?;
+    let stdout = child.stdout.take().context("the mount's output")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().transpose()?.unwrap_or_default();
+    let mounted = Mounted {
+        child,
+        point: point.to_path_buf(),
+    };
+    if !first.starts_with("mounted ") {
+        bail!("kiseki-client-fuse did not mount: {first:?}");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Ok(mounted)
+}
+
+/// Drops the page cache (root only); says whether it could.
+fn drop_caches() -> bool {
+    std::fs::write("/proc/sys/vm/drop_caches", b"3\n").is_ok()
+}
+
+fn measure(options: &FuseOptions, directory: &Path) -> anyhow::Result<Figures> {
+    let mut figures = Figures::default();
+    let size = options.file_bytes.to_string();
+    let runtime = options.runtime_s.max(1).to_string();
+    let files = options.meta_files.to_string();
+    let run = |profile: &str, directory: &Path, jobs: usize| -> anyhow::Result<FioResult> {
+        let jobs = jobs.to_string();
+        let environment: [(&str, &OsStr); 5] = [
+            ("KISEKI_FIO_DIRECTORY", directory.as_os_str()),
+            ("KISEKI_FIO_SIZE", size.as_ref()),
+            ("KISEKI_FIO_NUMJOBS", jobs.as_ref()),
+            ("KISEKI_FIO_RUNTIME", runtime.as_ref()),
+            ("KISEKI_FIO_NRFILES", files.as_ref()),
+        ];
+        fio::run_profile(profile, &environment)
+    };
+    let dir = directory.join("seq-1");
+    std::fs::create_dir_all(&dir)?;
+    figures.write_1 = run("fuse-seqwrite-1m.fio", &dir, 1)?.write_bytes_per_s;
+    drop_caches();
+    figures.read_1 = run("fuse-seqread-1m.fio", &dir, 1)?.read_bytes_per_s;
+    drop_caches();
+    figures.randread_cold = run("fuse-randread-4k.fio", &dir, 1)?.read_iops;
+    figures.randread_cached = run("fuse-randread-4k.fio", &dir, 1)?.read_iops;
+    let dir = directory.join("seq-4");
+    std::fs::create_dir_all(&dir)?;
+    figures.write_4 = run("fuse-seqwrite-1m.fio", &dir, 4)?.write_bytes_per_s;
+    drop_caches();
+    figures.read_4 = run("fuse-seqread-1m.fio", &dir, 4)?.read_bytes_per_s;
+    let _ = std::fs::remove_dir_all(directory.join("seq-1"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let dir = directory.join("meta");
+    std::fs::create_dir_all(&dir)?;
+    figures.creates = run(fio::META_FILECREATE, &dir, 1)?.write_iops;
+    figures.deletes = run("meta-filedelete.fio", &dir, 1)?.write_iops;
+    let dir = directory.join("stat");
+    std::fs::create_dir_all(&dir)?;
+    figures.stats = run(fio::META_FILESTAT, &dir, 1)?.read_iops;
+    let _ = std::fs::remove_dir_all(directory.join("meta"));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(figures)
+}
