@@ -114,10 +114,35 @@ struct Context {
 impl Context {
     /// Attributes of `inode`, with the size of writes buffered by an open handle.
     async fn getattr(&self, inode: InodeId) -> Result<Attributes, Errno> {
-        match self.registry.find(inode).await {
-            Some(file) => ask(&file, |reply| FileOp::GetAttr { reply }).await,
-            None => self.namespace.getattr(inode).await.map_err(|error| errno(&error)),
+        if let Some(file) = self.registry.find(inode).await {
+            if let Some(answer) = ask_if_open(&file, |reply| FileOp::GetAttr { reply }).await {
+                return answer;
+            }
         }
+        self.namespace.getattr(inode).await.map_err(|error| errno(&error))
+    }
+
+    /// Changes attributes of `inode`: through its file task if it is open (a size
+    /// change must pass its buffers), else directly.
+    async fn setattr(
+        &self,
+        inode: InodeId,
+        file: Option<FileSender>,
+        changes: AttrChanges,
+    ) -> Result<Attributes, Errno> {
+        let file = match file {
+            Some(file) => Some(file),
+            None => self.registry.find(inode).await,
+        };
+        if let Some(file) = file {
+            if let Some(answer) = ask_if_open(&file, |reply| FileOp::SetAttr { changes, reply }).await {
+                return answer;
+            }
+        }
+        self.namespace
+            .setattr(inode, changes)
+            .await
+            .map_err(|error| errno(&error))
     }
 
     /// Opens a handle of `inode`; `version` is the file's version if known (then the
@@ -147,7 +172,22 @@ impl Context {
     }
 }
 
-/// Sends `op` to a file task and waits for its answer.
+type FileSender = tokio::sync::mpsc::Sender<FileOp>;
+
+/// Sends `op` to a file task the registry found and waits for its answer; `None` if the
+/// task ended meanwhile (its last handle closed: it wrote everything first, so the
+/// caller asks the cluster instead).
+async fn ask_if_open<T>(
+    file: &FileSender,
+    op: impl FnOnce(oneshot::Sender<Result<T, Errno>>) -> FileOp,
+) -> Option<Result<T, Errno>> {
+    let (reply, answer) = oneshot::channel();
+    file.send(op(reply)).await.ok()?;
+    answer.await.ok()
+}
+
+/// Sends `op` to the file task of an open handle (alive while the handle is) and waits
+/// for its answer.
 async fn ask<T>(
     file: &tokio::sync::mpsc::Sender<FileOp>,
     op: impl FnOnce(oneshot::Sender<Result<T, Errno>>) -> FileOp,
@@ -293,7 +333,9 @@ impl Filesystem for KisekiFs {
                     .map_err(|error| errno(&error))?;
                 if attributes.kind == FileKind::File {
                     if let Some(file) = context.registry.find(found).await {
-                        return Ok((found, ask(&file, |reply| FileOp::GetAttr { reply }).await?));
+                        if let Some(answer) = ask_if_open(&file, |reply| FileOp::GetAttr { reply }).await {
+                            return Ok((found, answer?));
+                        }
                     }
                 }
                 Ok((found, attributes))
@@ -346,18 +388,10 @@ impl Filesystem for KisekiFs {
         };
         let context = self.context();
         self.spawn(async move {
-            let file = match fh.and_then(|fh| context.handles.get(fh.0)) {
-                Some(handle) => Some(handle.file.clone()),
-                None => context.registry.find(inode(ino)).await,
-            };
-            let result = match file {
-                Some(file) => ask(&file, |reply| FileOp::SetAttr { changes, reply }).await,
-                None => context
-                    .namespace
-                    .setattr(inode(ino), changes)
-                    .await
-                    .map_err(|error| errno(&error)),
-            };
+            let file = fh
+                .and_then(|fh| context.handles.get(fh.0))
+                .map(|handle| handle.file.clone());
+            let result = context.setattr(inode(ino), file, changes).await;
             match result {
                 Ok(attributes) => reply.attr(&context.ttl, &file_attr(inode(ino), &attributes)),
                 Err(error) => reply.error(error),

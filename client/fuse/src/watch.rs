@@ -3,8 +3,9 @@
 //!
 //! One task polls the shard for events after the last sequence it saw (every
 //! `poll_interval`) and turns them into kernel notifications: a changed inode has its
-//! attributes and cached pages invalidated, a created, removed or renamed entry has its
-//! name invalidated in its directory. Events of this mount's own changes are invalidated
+//! attributes and cached pages invalidated, a removed name and the old name of a renamed
+//! entry are invalidated in their directory (a new name needs nothing: failed lookups
+//! are not cached). Events of this mount's own changes are invalidated
 //! too (harmless: the next access asks the cluster). After a gap (the shard trimmed
 //! events this mount had not read) it goes on from the oldest event still held; what fell
 //! in the gap expires with `meta_ttl_ms`.
@@ -108,20 +109,23 @@ fn notify(notifier: &Notifier, event: &WatchEvent) -> bool {
     let inode = INodeNo(event.inode.0);
     let mut results = Vec::new();
     match &event.kind {
-        WatchKind::DataModified | WatchKind::AttributesModified | WatchKind::XattrModified => {
+        WatchKind::DataModified | WatchKind::AttributesModified | WatchKind::XattrModified | WatchKind::Linked => {
             results.push(notifier.inval_inode(inode, 0, 0));
         }
-        WatchKind::Created | WatchKind::Linked | WatchKind::Removed => {
+        // A new name: no kernel caches its absence (lookups that fail are not cached).
+        WatchKind::Created => {}
+        WatchKind::Removed => {
             results.push(notifier.inval_inode(inode, 0, 0));
             if let (Some(parent), Some(name)) = (event.parent, &event.name) {
                 results.push(notifier.inval_entry(INodeNo(parent.0), OsStr::from_bytes(name)));
             }
         }
+        // Only the old name: invalidating the new one would detach the dentry this
+        // mount's own rename just made (a directory someone works in would lose its
+        // path); a stale entry elsewhere under the new name expires with the TTL.
         WatchKind::Renamed { from_parent, from_name } => {
+            results.push(notifier.inval_inode(inode, 0, 0));
             results.push(notifier.inval_entry(INodeNo(from_parent.0), OsStr::from_bytes(from_name)));
-            if let (Some(parent), Some(name)) = (event.parent, &event.name) {
-                results.push(notifier.inval_entry(INodeNo(parent.0), OsStr::from_bytes(name)));
-            }
         }
         WatchKind::MultipartBegun { .. }
         | WatchKind::MultipartPartStored { .. }
