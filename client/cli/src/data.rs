@@ -3,12 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
-use kiseki_client::{
-    default_durability, parse_durability, Client, ClientOptions, KeyMaterial, Namespace, NamespaceOptions,
-};
+use kiseki_client::{parse_durability, KeyMaterial, Namespace};
 use kiseki_namespace::{Attributes, FileKind};
 use kiseki_pipeline::Durability;
 
@@ -103,18 +100,9 @@ pub enum DataCommand {
 
 async fn open(target: &Target) -> anyhow::Result<Namespace> {
     let keys = KeyMaterial::load(&target.keys).with_context(|| "loading keys (is `kiseki up` running here?)")?;
-    let client = Client::connect(target.cluster, ClientOptions::default())
+    Namespace::connect(target.cluster, target.namespace, keys, target.durability)
         .await
-        .with_context(|| format!("connecting to {}", target.cluster))?;
-    let durability = target
-        .durability
-        .unwrap_or_else(|| default_durability(client.pool().devices().len()));
-    Ok(Namespace::new(
-        client,
-        target.namespace,
-        Arc::new(keys),
-        NamespaceOptions::with_durability(durability),
-    )?)
+        .with_context(|| format!("opening namespace {} at {}", target.namespace, target.cluster))
 }
 
 fn kind_name(kind: FileKind) -> &'static str {

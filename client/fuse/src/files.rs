@@ -288,7 +288,7 @@ impl OpenFile {
     async fn read(&mut self, offset_bytes: u64, length_bytes: u32) -> Result<Vec<u8>, Errno> {
         let wanted_end = offset_bytes.saturating_add(u64::from(length_bytes));
         let committed = self.committed_pieces(offset_bytes, wanted_end).await?;
-        let committed_end = committed.last().map_or(offset_bytes, read_piece_end);
+        let committed_end = committed.last().map_or(offset_bytes, ReadPiece::end_bytes);
         let end = wanted_end.min(committed_end.max(self.buffered_end()));
         let mut out = vec![0u8; end.saturating_sub(offset_bytes) as usize];
         for piece in &committed {
@@ -336,16 +336,16 @@ impl OpenFile {
         Ok(window
             .pieces
             .iter()
-            .filter(|piece| read_piece_start(piece) < end && read_piece_end(piece) > start)
+            .filter(|piece| piece.offset_bytes() < end && piece.end_bytes() > start)
             .cloned()
             .collect())
     }
 
     /// Copies the part of `piece` inside `[offset, offset + out.len())` into `out`.
     async fn copy_piece(&mut self, piece: &ReadPiece, offset: u64, out: &mut [u8]) -> Result<(), Errno> {
-        let piece_start = read_piece_start(piece);
+        let piece_start = piece.offset_bytes();
         let from = piece_start.max(offset);
-        let to = read_piece_end(piece).min(offset + out.len() as u64);
+        let to = piece.end_bytes().min(offset + out.len() as u64);
         if from >= to {
             return Ok(());
         }
@@ -397,7 +397,7 @@ impl OpenFile {
         let ahead: Vec<kiseki_namespace::Extent> = window
             .pieces
             .iter()
-            .filter(|piece| read_piece_start(piece) < ahead_end && read_piece_end(piece) > end)
+            .filter(|piece| piece.offset_bytes() < ahead_end && piece.end_bytes() > end)
             .filter_map(|piece| match piece {
                 ReadPiece::Extent { extent, .. } => Some(extent.clone()),
                 _ => None,
@@ -420,25 +420,6 @@ impl OpenFile {
                 tokio::spawn(async move { namespace.load_chunk(&extent).await }),
             );
         }
-    }
-}
-
-fn read_piece_start(piece: &ReadPiece) -> u64 {
-    match piece {
-        ReadPiece::Inline { offset_bytes, .. }
-        | ReadPiece::Extent { offset_bytes, .. }
-        | ReadPiece::Hole { offset_bytes, .. } => *offset_bytes,
-    }
-}
-
-fn read_piece_end(piece: &ReadPiece) -> u64 {
-    match piece {
-        ReadPiece::Inline { offset_bytes, data } => offset_bytes + data.len() as u64,
-        ReadPiece::Extent { offset_bytes, extent } => offset_bytes + extent.length_bytes,
-        ReadPiece::Hole {
-            offset_bytes,
-            length_bytes,
-        } => offset_bytes + length_bytes,
     }
 }
 

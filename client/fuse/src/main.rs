@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use kiseki_client::NamespaceOptions;
-use kiseki_client::{default_durability, parse_durability, Client, ClientOptions, KeyMaterial, Namespace};
+use kiseki_client::{parse_durability, KeyMaterial, Namespace};
 use kiseki_fuse::{session_config, KisekiFs, MountOptions};
 use kiseki_pipeline::Durability;
 
@@ -131,18 +130,9 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
 
 async fn open_namespace(args: &MountArgs) -> anyhow::Result<Namespace> {
     let keys = KeyMaterial::load(&args.keys).with_context(|| format!("loading keys from {}", args.keys.display()))?;
-    let client = Client::connect(args.cluster, ClientOptions::default())
+    Namespace::connect(args.cluster, args.namespace, keys, args.durability)
         .await
-        .with_context(|| format!("connecting to {}", args.cluster))?;
-    let durability = args
-        .durability
-        .unwrap_or_else(|| default_durability(client.pool().devices().len()));
-    Ok(Namespace::new(
-        client,
-        args.namespace,
-        Arc::new(keys),
-        NamespaceOptions::with_durability(durability),
-    )?)
+        .with_context(|| format!("opening namespace {} at {}", args.namespace, args.cluster))
 }
 
 /// Whether a FUSE filesystem is mounted at `mountpoint`.

@@ -90,7 +90,7 @@ enum RegistryOp {
         inode: InodeId,
         reply: oneshot::Sender<Option<mpsc::Sender<FileOp>>>,
     },
-    CloseAll {
+    SyncAll {
         reply: oneshot::Sender<()>,
     },
 }
@@ -144,7 +144,7 @@ impl Registry {
                     RegistryOp::Find { inode, reply } => {
                         let _ = reply.send(open.get(&inode).map(|entry| entry.0.clone()));
                     }
-                    RegistryOp::CloseAll { reply } => {
+                    RegistryOp::SyncAll { reply } => {
                         for (_, (file, _)) in open.iter() {
                             let (done, wait) = oneshot::channel();
                             if file.send(FileOp::Sync { reply: done }).await.is_ok() {
@@ -186,7 +186,7 @@ impl Registry {
     /// Writes what every open file buffers (before an unmount).
     pub async fn sync_all(&self) {
         let (reply, answer) = oneshot::channel();
-        if self.requests.send(RegistryOp::CloseAll { reply }).await.is_ok() {
+        if self.requests.send(RegistryOp::SyncAll { reply }).await.is_ok() {
             let _ = answer.await;
         }
     }

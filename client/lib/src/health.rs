@@ -127,7 +127,7 @@ impl Client {
                 ReadAnswer::Failed(NamespaceError::NotFound) => return Ok(records),
                 other => return Err(ClientError::Invalid(format!("extents answered {other:?}"))),
             };
-            let Some(end) = pieces.last().map(crate::namespace::piece_end) else {
+            let Some(end) = pieces.last().map(ReadPiece::end_bytes) else {
                 return Ok(records);
             };
             for piece in &pieces {

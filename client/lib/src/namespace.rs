@@ -171,6 +171,25 @@ impl Namespace {
         })
     }
 
+    /// Connects to the cluster at `seed` and opens the namespace held by `shard` with
+    /// `keys`; new chunks get `durability`, or by default [`default_durability`] for the
+    /// cluster's devices.
+    pub async fn connect(
+        seed: std::net::SocketAddr,
+        shard: u64,
+        keys: KeyMaterial,
+        durability: Option<Durability>,
+    ) -> Result<Namespace, ClientError> {
+        let client = Client::connect(seed, crate::ClientOptions::default()).await?;
+        let durability = durability.unwrap_or_else(|| default_durability(client.pool().devices().len()));
+        Namespace::new(
+            client,
+            shard,
+            Arc::new(keys),
+            NamespaceOptions::with_durability(durability),
+        )
+    }
+
     /// The client this namespace talks through.
     pub fn client(&self) -> &Client {
         &self.client
@@ -319,16 +338,8 @@ impl Namespace {
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), ClientError> {
         let (from_parent, from_name) = self.parent_of(from).await?;
         let (to_parent, to_name) = self.parent_of(to).await?;
-        let delta = Delta::Rename {
-            source_namespace: self.id(),
-            from_parent,
-            from_name: from_name.to_vec(),
-            to_parent,
-            to_name: to_name.to_vec(),
-            flags: RenameFlags::default(),
-            ctime: now(),
-        };
-        self.propose(&delta).await.map(|_| ())
+        self.rename_at(from_parent, from_name, to_parent, to_name, RenameFlags::default())
+            .await
     }
 
     fn new_attributes(&self, mode: u32) -> NewAttributes {
@@ -441,7 +452,7 @@ impl Namespace {
                 ReadAnswer::Pieces(pieces) => pieces,
                 other => return Err(unexpected(&other)),
             };
-            let Some(last_end) = pieces.last().map(piece_end) else {
+            let Some(last_end) = pieces.last().map(ReadPiece::end_bytes) else {
                 break;
             };
             reader.write_pieces(pieces, out, &mut summary).await?;
@@ -454,17 +465,6 @@ impl Namespace {
 
 pub(crate) fn unexpected(answer: &ReadAnswer) -> ClientError {
     ClientError::Invalid(format!("unexpected answer from the shard: {answer:?}"))
-}
-
-pub(crate) fn piece_end(piece: &ReadPiece) -> u64 {
-    match piece {
-        ReadPiece::Inline { offset_bytes, data } => offset_bytes + data.len() as u64,
-        ReadPiece::Extent { offset_bytes, extent } => offset_bytes + extent.length_bytes,
-        ReadPiece::Hole {
-            offset_bytes,
-            length_bytes,
-        } => offset_bytes + length_bytes,
-    }
 }
 
 /// A chunk whose fragments are being written.

@@ -61,6 +61,29 @@ pub enum ReadPiece {
     },
 }
 
+impl ReadPiece {
+    /// File offset of the piece's first byte.
+    pub fn offset_bytes(&self) -> u64 {
+        match self {
+            ReadPiece::Inline { offset_bytes, .. }
+            | ReadPiece::Extent { offset_bytes, .. }
+            | ReadPiece::Hole { offset_bytes, .. } => *offset_bytes,
+        }
+    }
+
+    /// File offset just past the piece's last byte.
+    pub fn end_bytes(&self) -> u64 {
+        match self {
+            ReadPiece::Inline { offset_bytes, data } => offset_bytes + data.len() as u64,
+            ReadPiece::Extent { offset_bytes, extent } => offset_bytes + extent.length_bytes,
+            ReadPiece::Hole {
+                offset_bytes,
+                length_bytes,
+            } => offset_bytes + length_bytes,
+        }
+    }
+}
+
 /// A multipart upload in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadInfo {
