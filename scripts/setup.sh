@@ -24,3 +24,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; this project builds with the machine's Rust toolchain (rustc 1.95)" >&2
   exit 1
 fi
+# pjdfstest, the POSIX conformance suite the FUSE tests run on a mount, and the
+# unprivileged user `tests` it switches to (only when running as root).
+pjdfstest_root=/var/tmp/pjdfstest
+if [ ! -x "$pjdfstest_root/bin/pjdfstest" ]; then
+  echo "setup: installing pjdfstest 0.2.2 under $pjdfstest_root"
+  cargo install --quiet --locked pjdfstest --version 0.2.2 --root "$pjdfstest_root"
+fi
+if [ "$(id -u)" = 0 ] && ! id tests >/dev/null 2>&1; then
+  useradd --no-create-home --shell /usr/sbin/nologin tests
+fi

@@ -6,6 +6,7 @@
 //! an operator's tool, not a data client: it may link the store for `bench engine`.
 #![forbid(unsafe_code)]
 
+mod cache;
 mod certs;
 mod data;
 mod meta;
@@ -56,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         command: status::ShardCommand,
     },
+    /// Fetches a dataset (a tree inside a FUSE mount) into the mount's cache and pins it;
+    /// `--status` lists staged datasets, `--release DATASET` unpins one.
+    Stage(cache::StageOptions),
+    /// The cache counters of every FUSE mount on this machine (`--stats`).
+    Cache(cache::CacheOptions),
     /// Files of a namespace: put, get, ls, stat, mkdir, rm, mv (encrypted in this process).
     #[command(flatten)]
     Data(data::DataCommand),
@@ -309,6 +315,8 @@ fn main() -> anyhow::Result<()> {
         Command::Meta { command } => meta::run(command),
         Command::Certs { command } => certs::run(command),
         Command::Data(command) => data::run(command),
+        Command::Stage(options) => cache::run_stage(options),
+        Command::Cache(options) => cache::run_cache(options),
         Command::Status(options) => status::run(options),
         Command::Repair(options) => status::run_repair(options),
         Command::Gc(options) => status::run_gc(options),

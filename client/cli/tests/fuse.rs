@@ -74,6 +74,12 @@ impl Mount {
         for option in options {
             command.args(["-o", option]);
         }
+        if !options.iter().any(|option| option.starts_with("cache_dir=")) {
+            // Each test's own cache directory, beside its mount point.
+            command
+                .arg("-o")
+                .arg(format!("cache_dir={}", point.with_extension("cache").display()));
+        }
         let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().map(Result::unwrap).unwrap_or_default();
@@ -230,6 +236,10 @@ fn ordinary_tools_and_every_operation_work_through_the_mount() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuse_ops.py");
     let output = run(Command::new("python3").arg(&script).arg(&mount.point).arg(&other.point));
     assert!(output.contains("all operations passed"), "{output}");
+    // The file unlinked while open was removed at its last close: the mount's hidden
+    // directory of such files is empty.
+    let hidden = String::from_utf8(cluster.ok(&["ls", "/.kiseki-unlinked"], None)).unwrap();
+    assert!(hidden.trim().is_empty(), "left behind: {hidden}");
 
     // cp -a and diff -r; modes, kinds, sizes and link counts as the source has them.
     let source = work.path().join("source");
@@ -517,4 +527,285 @@ fn a_killed_mount_keeps_every_fsynced_file_and_unmounts_cleanly() {
             "{relative}: fsynced before the kill, read back different"
         );
     }
+}
+
+/// The pools (live or orphaned) under a cache directory.
+fn pools(cache_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("pool-"))
+        .collect()
+}
+
+fn cache_stats(cache_dir: &Path) -> serde_json::Value {
+    let text = run(Command::new(KISEKI)
+        .args(["cache", "--stats", "--json", "--cache-dir"])
+        .arg(cache_dir));
+    serde_json::from_str(text.lines().next().unwrap()).unwrap()
+}
+
+#[test]
+fn staging_pins_a_tree_and_the_cache_survives_corruption_unmounts_and_crashes() {
+    require_fuse!();
+    let data_dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_sized(data_dir.path(), 3, 2, "1GiB");
+    let work = tempfile::tempdir().unwrap();
+    let point = work.path().join("mnt");
+    let cache_dir = work.path().join("cache");
+    let cache_option = format!("cache_dir={}", cache_dir.display());
+    let sizes = [0usize, 10, 100 << 10, 3 << 20, 9 << 20];
+    let mut expected = Vec::new();
+    {
+        let mount = Mount::start(&cluster, &point, 1, &["cache_mode=pinned", &cache_option]);
+        std::fs::create_dir_all(mount.path("data/sub")).unwrap();
+        for (index, size) in sizes.iter().enumerate() {
+            let name = if index % 2 == 0 {
+                format!("data/f{index}")
+            } else {
+                format!("data/sub/f{index}")
+            };
+            let bytes = file_bytes(*size, index as u64, b"stage");
+            std::fs::write(mount.path(&name), &bytes).unwrap();
+            expected.push((name, bytes));
+        }
+        std::fs::write(mount.path("elsewhere"), b"not staged").unwrap();
+        let stage = |arguments: &[&str]| {
+            let mut command = Command::new(KISEKI);
+            command.arg("stage").args(arguments).arg("--cache-dir").arg(&cache_dir);
+            command
+        };
+        let staged = run(stage(&[]).arg(mount.path("data")));
+        assert!(staged.starts_with("staged ") && staged.contains("files 5"), "{staged}");
+        let status = run(&mut stage(&["--status", "--json"]));
+        let dataset: serde_json::Value = serde_json::from_str(status.lines().next().unwrap()).unwrap();
+        assert_eq!(dataset["files"], 5);
+        assert!(dataset["chunks"].as_u64().unwrap() >= 3, "{status}");
+        let stats = cache_stats(&cache_dir);
+        assert_eq!(stats["cache_mode"], "pinned");
+        assert!(stats["l2_pinned_bytes"].as_u64().unwrap() > 12 << 20, "{stats}");
+        assert_eq!(stats["l2_pinned_bytes"], stats["l2_bytes"]);
+        // Not in a mount, and bypass refuses: typed errors, nothing staged.
+        let outside = stage(&[]).arg(work.path()).output().unwrap();
+        assert!(!outside.status.success());
+        assert!(String::from_utf8_lossy(&outside.stderr).contains("not inside a Kiseki mount"));
+        // A corrupt pool entry is caught by its checksum, dropped and fetched again.
+        let pool = pools(&cache_dir).pop().unwrap();
+        let entry = std::fs::read_dir(pool.join("chunks"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&entry, bytes).unwrap();
+        std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+        for (name, bytes) in &expected {
+            assert!(
+                std::fs::read(mount.path(name)).unwrap() == *bytes,
+                "{name} reads back different"
+            );
+        }
+        let stats = cache_stats(&cache_dir);
+        assert_eq!(stats["l2_corrupt"], 1, "{stats}");
+        assert!(stats["l2_hits"].as_u64().unwrap() >= 2, "{stats}");
+        let released = run(stage(&["--release"]).arg(mount.path("data")));
+        assert!(released.starts_with("released "), "{released}");
+        assert_eq!(run(&mut stage(&["--status"])), "");
+        assert_eq!(cache_stats(&cache_dir)["l2_pinned_bytes"], 0);
+    }
+    // A clean unmount wipes the pool.
+    assert!(
+        pools(&cache_dir).is_empty(),
+        "the pool outlived its unmount: {:?}",
+        pools(&cache_dir)
+    );
+    // Organic mode keeps what is read; a killed mount leaves its pool, and the next
+    // mount scrubs it.
+    let mount = Mount::start(&cluster, &point, 1, &["cache_mode=organic", &cache_option]);
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    for (name, bytes) in &expected {
+        assert!(std::fs::read(mount.path(name)).unwrap() == *bytes);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cache_stats(&cache_dir)["l2_bytes"].as_u64().unwrap() < 12 << 20 {
+        assert!(Instant::now() < deadline, "organic reads fill L2");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let orphan = pools(&cache_dir).pop().unwrap();
+    let point = mount.kill();
+    run(Command::new(fuse_binary()).arg("unmount").arg(&point));
+    assert!(orphan.is_dir());
+    let mount = Mount::start(&cluster, &point, 1, &[&cache_option]);
+    assert!(!orphan.exists(), "the dead mount's pool is scrubbed at the next start");
+    assert_eq!(std::fs::read(mount.path("elsewhere")).unwrap(), b"not staged");
+    drop(mount);
+    let bypass = Mount::start(&cluster, &point, 1, &["cache_mode=bypass", &cache_option]);
+    let refused = Command::new(KISEKI)
+        .arg("stage")
+        .arg(bypass.path("data"))
+        .arg("--cache-dir")
+        .arg(&cache_dir)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("bypass"));
+}
+
+#[test]
+fn passthrough_serves_fully_cached_files_and_steps_aside_for_writers() {
+    require_fuse!();
+    let data_dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_sized(data_dir.path(), 3, 2, "1GiB");
+    let work = tempfile::tempdir().unwrap();
+    let point = work.path().join("mnt");
+    let cache_dir = point.with_extension("cache");
+    let mount = Mount::start(&cluster, &point, 1, &["passthrough"]);
+    let name = mount.path("model.bin");
+    let bytes = file_bytes(5 << 20, 5, b"passthrough");
+    std::fs::write(&name, &bytes).unwrap();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    // Not cached yet: served through the mount, which caches it (organic).
+    assert!(std::fs::read(&name).unwrap() == bytes);
+    assert_eq!(cache_stats(&cache_dir)["passthrough_opens"], 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cache_stats(&cache_dir)["l2_bytes"].as_u64().unwrap() < 5 << 20 {
+        assert!(Instant::now() < deadline, "the read fills L2");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Fully cached: a read-only open gets a passthrough copy; a second one shares it.
+    let reader = std::fs::File::open(&name).unwrap();
+    let second = std::fs::File::open(&name).unwrap();
+    assert_eq!(cache_stats(&cache_dir)["passthrough_opens"], 1);
+    let mut read = vec![0u8; bytes.len()];
+    reader.read_exact_at(&mut read, 0).unwrap();
+    assert!(read == bytes, "passthrough reads the file's bytes");
+    let mut part = vec![0u8; 4096];
+    second.read_exact_at(&mut part, 3 << 20).unwrap();
+    assert_eq!(part, bytes[3 << 20..(3 << 20) + 4096]);
+    // The kernel cannot mix passthrough with other opens of the file: a writer waits
+    // for the readers to close (ETXTBSY), then writes through the mount as usual.
+    let busy = std::fs::OpenOptions::new().write(true).open(&name).unwrap_err();
+    assert_eq!(busy.raw_os_error(), Some(libc_etxtbsy()));
+    drop((reader, second));
+    let writer = std::fs::OpenOptions::new().write(true).open(&name).unwrap();
+    writer.write_all_at(b"changed", 0).unwrap();
+    writer.sync_all().unwrap();
+    // A reader beside the writer goes through the mount and sees its bytes.
+    let beside = std::fs::read(&name).unwrap();
+    assert_eq!(&beside[..7], b"changed");
+    drop(writer);
+    let changed = std::fs::read(&name).unwrap();
+    assert_eq!(&changed[..7], b"changed");
+    assert!(changed[7..] == bytes[7..]);
+    // The pool holds no plaintext name: the copies were anonymous and are gone.
+    let pool = pools(&cache_dir).pop().unwrap();
+    let names: Vec<String> = std::fs::read_dir(&pool)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|name| ["chunks", "lock", "mount.json", "control.sock"].contains(&name.as_str())),
+        "{names:?}"
+    );
+}
+
+fn libc_etxtbsy() -> i32 {
+    26
+}
+
+#[test]
+fn appends_from_two_mounts_never_overwrite_each_other() {
+    require_fuse!();
+    let data_dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_sized(data_dir.path(), 3, 2, "1GiB");
+    let work = tempfile::tempdir().unwrap();
+    let first = Mount::start(&cluster, &work.path().join("a"), 1, &[]);
+    let second = Mount::start(&cluster, &work.path().join("b"), 1, &[]);
+    std::fs::write(first.path("log"), b"").unwrap();
+    let records = 300;
+    let writers: Vec<_> = [first.path("log"), second.path("log")]
+        .into_iter()
+        .enumerate()
+        .map(|(writer, name)| {
+            std::thread::spawn(move || {
+                let mut file = std::fs::OpenOptions::new().append(true).open(&name).unwrap();
+                for record in 0..records {
+                    let line = format!("{writer}:{record:05}:{}\n", "x".repeat(80));
+                    std::io::Write::write_all(&mut file, line.as_bytes()).unwrap();
+                    if record % 25 == 0 {
+                        file.sync_all().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let text = String::from_utf8(std::fs::read(first.path("log")).unwrap()).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2 * records, "every append is there once");
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), 2 * records, "no append overwrote another");
+    assert!(lines.iter().all(|line| line.len() == 88));
+    // Each writer's records are in its own order.
+    for writer in 0..2 {
+        let own: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with(&format!("{writer}:")))
+            .collect();
+        let mut sorted = own.clone();
+        sorted.sort_unstable();
+        assert_eq!(own, sorted);
+    }
+}
+
+/// pjdfstest (`cargo install pjdfstest`; `scripts/test.sh` installs it under
+/// /var/tmp/pjdfstest and creates the unprivileged user `tests` it switches to).
+fn pjdfstest_binary() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("KISEKI_PJDFSTEST").map(PathBuf::from),
+        Some(PathBuf::from("/var/tmp/pjdfstest/bin/pjdfstest")),
+    ];
+    candidates.into_iter().flatten().find(|path| path.is_file())
+}
+
+#[test]
+fn pjdfstest_passes_on_the_mount() {
+    require_fuse!();
+    let Some(pjdfstest) = pjdfstest_binary() else {
+        eprintln!("SKIPPED: pjdfstest is not installed (scripts/test.sh installs it)");
+        return;
+    };
+    let data_dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_sized(data_dir.path(), 3, 2, "1GiB");
+    let work = tempfile::tempdir().unwrap();
+    let mount = Mount::start(&cluster, &work.path().join("mnt"), 1, &[]);
+    std::fs::create_dir(mount.path("pjd")).unwrap();
+    std::fs::set_permissions(mount.path("pjd"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let output = Command::new(&pjdfstest)
+        .arg("-p")
+        .arg(mount.path("pjd"))
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let failed: Vec<&str> = stdout.lines().filter(|line| line.contains("FAILED")).collect();
+    let passed = stdout.lines().filter(|line| line.ends_with("ok")).count();
+    eprintln!("pjdfstest: {passed} passed, {} failed", failed.len());
+    assert!(
+        failed.is_empty() && output.status.success(),
+        "pjdfstest failures:\n{}\n{}",
+        failed.join("\n"),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(passed > 300, "pjdfstest ran {passed} tests:\n{stdout}");
 }

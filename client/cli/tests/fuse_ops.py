@@ -135,6 +135,16 @@ def data():
         mapped = mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)
         check("read-only mmap", mapped[1000:2000] == big[1000:2000])
         mapped.close()
+    # A FUSE daemon cannot refuse mmap (the kernel decides); writes to a shared mapping
+    # reach the mount as ordinary write-back, and msync commits them.
+    fd = os.open(path("big"), os.O_RDWR)
+    mapped = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    mapped[4096:4101] = b"MMAP!"
+    mapped.flush()
+    mapped.close()
+    os.close(fd)
+    big = big[:4096] + b"MMAP!" + big[4101:]
+    check("writable shared mmap writes through", read_file(path("big")) == big)
     shutil.copyfile(path("big"), path("big-copy"))
     check("shutil.copyfile", read_file(path("big-copy")) == big)
     fd = os.open(path("big"), os.O_RDONLY)
@@ -143,6 +153,23 @@ def data():
     fd = os.open(path("data"), os.O_RDWR)
     fails_with("fallocate punch hole unsupported", errno.EOPNOTSUPP, LIBC_fallocate_punch, fd)
     os.close(fd)
+    # An open file outlives its last unlink: readable, writable and fstat-able through
+    # its descriptor, gone from every listing, and freed at its last close.
+    write_file(path("doomed"), b"still here")
+    fd = os.open(path("doomed"), os.O_RDWR)
+    os.unlink(path("doomed"))
+    check("unlinked while open: gone by name", not os.path.exists(path("doomed")))
+    check("unlinked while open: not listed", "doomed" not in os.listdir(path()))
+    check("unlinked while open: the hidden directory is not listed", not any(n.startswith(".kiseki") for n in os.listdir(ROOT)))
+    check("unlinked while open: readable", os.pread(fd, 100, 0) == b"still here")
+    os.pwrite(fd, b"!", 10)
+    os.fsync(fd)
+    check("unlinked while open: writable", os.pread(fd, 100, 0) == b"still here!")
+    check("unlinked while open: fstat", os.fstat(fd).st_size == 11 and os.fstat(fd).st_nlink == 0)
+    os.close(fd)
+    write_file(path("doomed"), b"new")
+    check("the name can be reused", read_file(path("doomed")) == b"new")
+    os.unlink(path("doomed"))
 
 
 def LIBC_fallocate_punch(fd):

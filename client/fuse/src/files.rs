@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fuser::Errno;
+use kiseki_client::cache::{ChunkCache, Plaintext};
 use kiseki_client::{ClientError, Namespace};
 use kiseki_namespace::{AttrChanges, Attributes, InodeId, ReadPiece};
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +43,13 @@ pub enum FileOp {
     Write {
         /// Where.
         offset_bytes: u64,
+        /// The bytes.
+        data: Vec<u8>,
+        /// The bytes taken, or the error a failed background flush left.
+        reply: oneshot::Sender<Result<u32, Errno>>,
+    },
+    /// Append `data` at the file's end as it is when the append commits (`O_APPEND`).
+    Append {
         /// The bytes.
         data: Vec<u8>,
         /// The bytes taken, or the error a failed background flush left.
@@ -73,6 +81,9 @@ pub enum FileOp {
         /// The attributes after the change.
         reply: oneshot::Sender<Result<Attributes, Errno>>,
     },
+    /// The file's last name was removed while it is open: it now lives on in the
+    /// hidden directory, and `stat` says it has no links.
+    Unlinked,
     /// The last handle closed: write what is left and end the task.
     Close,
 }
@@ -82,7 +93,8 @@ pub enum FileOp {
 pub struct FileLimits {
     /// Dirty bytes that start a background flush.
     pub flush_bytes: usize,
-    /// Decoded chunks kept per open file (0: only the chunk being read).
+    /// Decoded chunks kept by the open file itself, and fetched ahead at most (0: no
+    /// read-ahead); the mount's cache holds more.
     pub cached_chunks: usize,
     /// Bytes of the file read ahead of a sequential reader.
     pub read_ahead_bytes: u64,
@@ -91,10 +103,17 @@ pub struct FileLimits {
 }
 
 /// Starts the task of the open file `inode`; the channel holds at most `queue` requests.
-pub fn spawn(namespace: Namespace, inode: InodeId, limits: FileLimits, queue: usize) -> mpsc::Sender<FileOp> {
+pub fn spawn(
+    namespace: Namespace,
+    cache: ChunkCache,
+    inode: InodeId,
+    limits: FileLimits,
+    queue: usize,
+) -> mpsc::Sender<FileOp> {
     let (sender, receiver) = mpsc::channel(queue.max(1));
     let file = OpenFile {
         namespace,
+        cache,
         inode,
         limits,
         dirty: BTreeMap::new(),
@@ -105,6 +124,8 @@ pub fn spawn(namespace: Namespace, inode: InodeId, limits: FileLimits, queue: us
         chunks: VecDeque::new(),
         fetching: HashMap::new(),
         last_read_end: None,
+        appended: Vec::new(),
+        unlinked: false,
     };
     tokio::spawn(file.run(receiver));
     sender
@@ -124,10 +145,11 @@ struct Window {
     read_at: Instant,
 }
 
-type ChunkFetch = JoinHandle<Result<Vec<u8>, ClientError>>;
+type ChunkFetch = JoinHandle<Result<Plaintext, ClientError>>;
 
 struct OpenFile {
     namespace: Namespace,
+    cache: ChunkCache,
     inode: InodeId,
     limits: FileLimits,
     /// Buffered writes: offset → bytes, non-overlapping and not touching.
@@ -138,9 +160,14 @@ struct OpenFile {
     failure: Option<Errno>,
     window: Option<Window>,
     /// Decoded chunks, most recently used last.
-    chunks: VecDeque<([u8; 32], Arc<Vec<u8>>)>,
+    chunks: VecDeque<([u8; 32], Plaintext)>,
     fetching: HashMap<[u8; 32], ChunkFetch>,
     last_read_end: Option<u64>,
+    /// `O_APPEND` writes not yet committed, in order; they go after whatever the file
+    /// holds when they commit, so they are committed before any other operation.
+    appended: Vec<u8>,
+    /// Unlinked while open (see [`FileOp::Unlinked`]).
+    unlinked: bool,
 }
 
 impl OpenFile {
@@ -154,6 +181,9 @@ impl OpenFile {
                 } => {
                     let result = self.write(offset_bytes, data).await;
                     let _ = reply.send(result);
+                }
+                FileOp::Append { data, reply } => {
+                    let _ = reply.send(self.append(data).await);
                 }
                 FileOp::Read {
                     offset_bytes,
@@ -172,6 +202,7 @@ impl OpenFile {
                 FileOp::SetAttr { changes, reply } => {
                     let _ = reply.send(self.setattr(changes).await);
                 }
+                FileOp::Unlinked => self.unlinked = true,
                 FileOp::Close => break,
             }
         }
@@ -188,6 +219,7 @@ impl OpenFile {
     }
 
     async fn write(&mut self, offset_bytes: u64, data: Vec<u8>) -> Result<u32, Errno> {
+        self.commit_appended().await;
         if let Some(failure) = self.failure.take() {
             return Err(failure);
         }
@@ -204,6 +236,35 @@ impl OpenFile {
             self.start_flush();
         }
         Ok(length_u32)
+    }
+
+    async fn append(&mut self, data: Vec<u8>) -> Result<u32, Errno> {
+        if let Some(failure) = self.failure.take() {
+            return Err(failure);
+        }
+        let length = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
+        // Positional writes made before this append commit first.
+        self.wait_flush().await;
+        self.start_flush();
+        self.wait_flush().await;
+        self.appended.extend_from_slice(&data);
+        if self.appended.len() >= self.limits.flush_bytes {
+            self.commit_appended().await;
+        }
+        Ok(length)
+    }
+
+    /// Commits the buffered appends (an error is kept for the next sync).
+    async fn commit_appended(&mut self) {
+        if self.appended.is_empty() {
+            return;
+        }
+        let appended = std::mem::take(&mut self.appended);
+        self.window = None;
+        if let Err(error) = self.namespace.append(self.inode, &appended).await {
+            tracing::error!(inode = self.inode.0, %error, "committing appends failed");
+            self.failure.get_or_insert(errno(&error));
+        }
     }
 
     /// Moves the dirty ranges to a background flush (none may be running).
@@ -240,6 +301,7 @@ impl OpenFile {
     }
 
     async fn sync(&mut self) -> Result<(), Errno> {
+        self.commit_appended().await;
         self.wait_flush().await;
         self.start_flush();
         self.wait_flush().await;
@@ -266,7 +328,10 @@ impl OpenFile {
             .getattr(self.inode)
             .await
             .map_err(|error| errno(&error))?;
-        attributes.size_bytes = attributes.size_bytes.max(self.buffered_end());
+        attributes.size_bytes = attributes.size_bytes.max(self.buffered_end()) + self.appended.len() as u64;
+        if self.unlinked {
+            attributes.nlink = 0;
+        }
         Ok(attributes)
     }
 
@@ -281,11 +346,15 @@ impl OpenFile {
             .setattr(self.inode, changes)
             .await
             .map_err(|error| errno(&error))?;
-        attributes.size_bytes = attributes.size_bytes.max(self.buffered_end());
+        attributes.size_bytes = attributes.size_bytes.max(self.buffered_end()) + self.appended.len() as u64;
+        if self.unlinked {
+            attributes.nlink = 0;
+        }
         Ok(attributes)
     }
 
     async fn read(&mut self, offset_bytes: u64, length_bytes: u32) -> Result<Vec<u8>, Errno> {
+        self.commit_appended().await;
         let wanted_end = offset_bytes.saturating_add(u64::from(length_bytes));
         let committed = self.committed_pieces(offset_bytes, wanted_end).await?;
         let committed_end = committed.last().map_or(offset_bytes, ReadPiece::end_bytes);
@@ -368,7 +437,7 @@ impl OpenFile {
     }
 
     /// The plaintext of the chunk `extent` points into: cached, being fetched, or fetched now.
-    async fn chunk(&mut self, extent: &kiseki_namespace::Extent) -> Result<Arc<Vec<u8>>, Errno> {
+    async fn chunk(&mut self, extent: &kiseki_namespace::Extent) -> Result<Plaintext, Errno> {
         let locator = extent.chunk_locator;
         if let Some(position) = self.chunks.iter().position(|(cached, _)| *cached == locator) {
             let entry = self.chunks.remove(position).ok_or(Errno::EIO)?;
@@ -376,11 +445,14 @@ impl OpenFile {
             self.chunks.push_back(entry);
             return Ok(chunk);
         }
-        let plaintext = match self.fetching.remove(&locator) {
+        let chunk = match self.fetching.remove(&locator) {
             Some(fetch) => fetch.await.map_err(|_| Errno::EIO)?.map_err(|error| errno(&error))?,
-            None => self.namespace.load_chunk(extent).await.map_err(|error| errno(&error))?,
+            None => self
+                .cache
+                .chunk(&self.namespace, extent)
+                .await
+                .map_err(|error| errno(&error))?,
         };
-        let chunk = Arc::new(plaintext);
         self.chunks.push_back((locator, Arc::clone(&chunk)));
         while self.chunks.len() > self.limits.cached_chunks.max(1) {
             self.chunks.pop_front();
@@ -414,10 +486,10 @@ impl OpenFile {
             if self.fetching.contains_key(&locator) || self.chunks.iter().any(|(cached, _)| *cached == locator) {
                 continue;
             }
-            let namespace = self.namespace.clone();
+            let (namespace, cache) = (self.namespace.clone(), self.cache.clone());
             self.fetching.insert(
                 locator,
-                tokio::spawn(async move { namespace.load_chunk(&extent).await }),
+                tokio::spawn(async move { cache.chunk(&namespace, &extent).await }),
             );
         }
     }

@@ -18,6 +18,7 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
     WriteFlags,
 };
+use kiseki_client::cache::ChunkCache;
 use kiseki_client::{Creator, Namespace};
 use kiseki_namespace::{
     AttrChanges, Attributes, FileKind, InodeId, RenameFlags as NamespaceRenameFlags, Timestamp, XattrSetMode,
@@ -27,7 +28,10 @@ use tokio::sync::oneshot;
 use crate::errno::errno;
 use crate::files::{FileLimits, FileOp};
 use crate::options::{CacheMode, MountOptions};
-use crate::registry::{Handle, HandleTable, Registry, Version};
+use crate::passthrough::{self, Backing};
+use crate::registry::{
+    remove_hidden, Handle, HandleKind, HandleTable, OpenMode, OpenRequest, Registry, Version, HIDDEN_DIR,
+};
 
 /// Block size `stat` and `statfs` report.
 const BLOCK_BYTES: u32 = 4096;
@@ -42,6 +46,10 @@ pub const MAX_WRITE_BYTES: u32 = 1 << 20;
 pub struct KisekiFs {
     runtime: tokio::runtime::Handle,
     namespace: Namespace,
+    cache: ChunkCache,
+    /// Fully cached read-only files are served by passthrough (the option, if the
+    /// kernel offers it).
+    passthrough: bool,
     registry: Registry,
     handles: Arc<HandleTable>,
     ttl: Duration,
@@ -51,11 +59,19 @@ pub struct KisekiFs {
 impl KisekiFs {
     /// The filesystem of `namespace`, running its tasks on `runtime` (which must be
     /// entered: the registry task starts here).
-    pub fn new(runtime: tokio::runtime::Handle, namespace: Namespace, options: &MountOptions) -> KisekiFs {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        namespace: Namespace,
+        cache: ChunkCache,
+        options: &MountOptions,
+    ) -> KisekiFs {
         let chunk_bytes = u64::from(namespace.options().write.chunking.chunk_bytes_avg).max(1);
+        // The chunks of the read-ahead window and the one being read; L1 holds more.
         let cached_chunks = match options.cache_mode {
             CacheMode::Bypass => 0,
-            CacheMode::Organic | CacheMode::Pinned => (options.cache_l1_max_bytes / chunk_bytes).clamp(1, 64) as usize,
+            CacheMode::Organic | CacheMode::Pinned => {
+                (options.read_ahead_bytes / chunk_bytes + 2).clamp(2, 64) as usize
+            }
         };
         let limits = FileLimits {
             flush_bytes: options.flush_bytes as usize,
@@ -65,11 +81,13 @@ impl KisekiFs {
         };
         let registry = {
             let _entered = runtime.enter();
-            Registry::spawn(namespace.clone(), limits, FILE_QUEUE_REQUESTS)
+            Registry::spawn(namespace.clone(), cache.clone(), limits, FILE_QUEUE_REQUESTS)
         };
         KisekiFs {
             runtime,
             namespace,
+            passthrough: options.passthrough && cache.mode() != CacheMode::Bypass,
+            cache,
             registry,
             handles: Arc::new(HandleTable::new(options.handles_max)),
             ttl: options.meta_ttl(),
@@ -93,6 +111,8 @@ impl KisekiFs {
     fn context(&self) -> Context {
         Context {
             namespace: self.namespace.clone(),
+            cache: self.cache.clone(),
+            passthrough: self.passthrough,
             registry: self.registry.clone(),
             handles: Arc::clone(&self.handles),
             ttl: self.ttl,
@@ -105,6 +125,8 @@ impl KisekiFs {
 #[derive(Clone)]
 struct Context {
     namespace: Namespace,
+    cache: ChunkCache,
+    passthrough: bool,
     registry: Registry,
     handles: Arc<HandleTable>,
     ttl: Duration,
@@ -147,32 +169,147 @@ impl Context {
 
     /// Opens a handle of `inode`; `version` is the file's version if known (then the
     /// kernel keeps its cached pages when the file did not change since its last open).
+    /// With `reply` (an `open`, not a `create`), a read-only open may get a passthrough
+    /// copy: it is answered as the handle's backing.
     async fn open(
         &self,
         inode: InodeId,
         flags: OpenFlags,
         version: Option<Version>,
-    ) -> Result<(u64, FopenFlags), Errno> {
+        reply: Option<&ReplyOpen>,
+    ) -> Result<(u64, FopenFlags, Option<Arc<Backing>>), Errno> {
         let writable = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
-        let (file, keep_cache) = self.registry.open(inode, version).await.ok_or(Errno::EIO)?;
-        let fh = match self.handles.insert(Handle { inode, file, writable }) {
+        let direct = self.direct_io || flags.0 & libc::O_DIRECT != 0;
+        let request = OpenRequest {
+            version,
+            direct,
+            writable,
+            passthrough_candidate: self.passthrough && reply.is_some() && !writable && version.is_some(),
+        };
+        let (file, mode) = self.registry.open(inode, request).await?;
+        let (kind, keep_cache, backing) = match mode {
+            OpenMode::Plain { kind, keep_cache } => (kind, keep_cache, None),
+            OpenMode::Passthrough(backing) => (HandleKind::Passthrough, false, Some(backing)),
+            OpenMode::Build => {
+                let made = match (reply, version) {
+                    (Some(reply), Some(version)) => self.passthrough_copy(inode, version, reply).await,
+                    _ => None,
+                };
+                let backing = made.as_ref().map(|(backing, _)| Arc::clone(backing));
+                let kind = self.registry.built(inode, made).await;
+                (kind, false, backing.filter(|_| kind == HandleKind::Passthrough))
+            }
+        };
+        let fh = match self.handles.insert(Handle {
+            inode,
+            file,
+            writable,
+            kind,
+        }) {
             Some(fh) => fh,
             None => {
-                self.registry.release(inode).await;
+                self.registry.release(inode, kind).await;
                 return Err(Errno::ENFILE);
             }
         };
-        let mut open_flags = FopenFlags::empty();
-        if self.direct_io || flags.0 & libc::O_DIRECT != 0 {
-            open_flags |= FopenFlags::FOPEN_DIRECT_IO;
-        } else if keep_cache {
-            open_flags |= FopenFlags::FOPEN_KEEP_CACHE;
+        let open_flags = match kind {
+            HandleKind::Direct => FopenFlags::FOPEN_DIRECT_IO,
+            HandleKind::Cached if keep_cache => FopenFlags::FOPEN_KEEP_CACHE,
+            HandleKind::Cached | HandleKind::Passthrough => FopenFlags::empty(),
+        };
+        Ok((fh, open_flags, backing))
+    }
+
+    /// A passthrough copy of `inode` at `version`, registered with the kernel, if the
+    /// file is fully cached.
+    async fn passthrough_copy(
+        &self,
+        inode: InodeId,
+        version: Version,
+        reply: &ReplyOpen,
+    ) -> Option<(Arc<Backing>, Version)> {
+        let copy = passthrough::plaintext_copy(&self.namespace, &self.cache, inode, version.2).await;
+        let file = match copy {
+            Ok(Some(file)) => file,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::debug!(inode = inode.0, errno = error.code(), "no passthrough copy");
+                return None;
+            }
+        };
+        match reply.open_backing(&file) {
+            Ok(id) => {
+                self.cache.passthrough_opened().await;
+                Some((Arc::new(Backing::new(id, file)), version))
+            }
+            Err(error) => {
+                tracing::warn!(inode = inode.0, %error, "the kernel refused a passthrough file");
+                None
+            }
         }
-        Ok((fh, open_flags))
     }
 }
 
 type FileSender = tokio::sync::mpsc::Sender<FileOp>;
+
+impl Context {
+    /// Unlinks `name` of `parent`; a file open in this mount whose last link this is
+    /// moves to the hidden directory instead and is removed when its last handle closes
+    /// (the POSIX rule that an open file lives on after its last unlink).
+    async fn unlink(&self, parent: InodeId, name: &[u8]) -> Result<(), Errno> {
+        if is_hidden(parent, name) {
+            return Err(Errno::ENOENT);
+        }
+        if self.registry.any_open().await {
+            if let Ok((found, attributes)) = self.namespace.lookup(parent, name).await {
+                let open = self.registry.find(found).await.is_some();
+                if open && attributes.kind == FileKind::File && attributes.nlink <= 1 {
+                    return self.hide(parent, name, found).await;
+                }
+            }
+        }
+        self.namespace
+            .unlink_at(parent, name)
+            .await
+            .map_err(|error| errno(&error))
+    }
+
+    async fn hide(&self, parent: InodeId, name: &[u8], found: InodeId) -> Result<(), Errno> {
+        let namespace = &self.namespace;
+        let creator = Creator {
+            mode: 0o700,
+            uid: 0,
+            gid: 0,
+        };
+        let dir = match namespace.mkdir_at(InodeId::ROOT, HIDDEN_DIR, creator).await {
+            Ok((dir, _)) => dir,
+            Err(_) => {
+                namespace
+                    .lookup(InodeId::ROOT, HIDDEN_DIR)
+                    .await
+                    .map_err(|error| errno(&error))?
+                    .0
+            }
+        };
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let hidden_name = format!("{}-{}-{nanos}", found.0, std::process::id()).into_bytes();
+        let flags = NamespaceRenameFlags {
+            no_replace: true,
+            exchange: false,
+        };
+        namespace
+            .rename_at(parent, name, dir, &hidden_name, flags)
+            .await
+            .map_err(|error| errno(&error))?;
+        if !self.registry.unlinked(found, hidden_name.clone()).await {
+            // Closed meanwhile.
+            remove_hidden(namespace, found, &hidden_name).await;
+        }
+        Ok(())
+    }
+}
 
 /// Sends `op` to a file task the registry found and waits for its answer; `None` if the
 /// task ended meanwhile (its last handle closed: it wrote everything first, so the
@@ -270,6 +407,11 @@ pub fn file_attr(inode: InodeId, attributes: &Attributes) -> FileAttr {
     }
 }
 
+/// The directory of files unlinked while open, which the mount does not show.
+fn is_hidden(parent: InodeId, name: &[u8]) -> bool {
+    parent == InodeId::ROOT && name == HIDDEN_DIR
+}
+
 fn creator(req: &Request, mode: u32, umask: u32) -> Creator {
     Creator {
         mode: mode & !umask & 0o7777,
@@ -318,6 +460,13 @@ impl Filesystem for KisekiFs {
             // A kernel without one of these still mounts; it just does without.
             let _ = config.add_capabilities(capability);
         }
+        if self.passthrough {
+            let offered = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok();
+            if !offered || config.set_max_stack_depth(1).is_err() {
+                tracing::warn!("the kernel offers no FUSE passthrough; files are served through the mount");
+                self.passthrough = false;
+            }
+        }
         Ok(())
     }
 
@@ -326,6 +475,9 @@ impl Filesystem for KisekiFs {
         let name = name.as_bytes().to_vec();
         self.spawn(async move {
             let result = async {
+                if is_hidden(inode(parent), &name) {
+                    return Err(Errno::ENOENT);
+                }
                 let (found, attributes) = context
                     .namespace
                     .lookup(inode(parent), &name)
@@ -448,8 +600,8 @@ impl Filesystem for KisekiFs {
         let context = self.context();
         let name = name.as_bytes().to_vec();
         self.spawn(async move {
-            let result = context.namespace.unlink_at(inode(parent), &name).await;
-            reply_empty(reply, result.map_err(|error| errno(&error)));
+            let result = context.unlink(inode(parent), &name).await;
+            reply_empty(reply, result);
         });
     }
 
@@ -530,8 +682,11 @@ impl Filesystem for KisekiFs {
                 Ok(attributes) => Some((attributes.mtime, attributes.ctime, attributes.size_bytes)),
                 Err(error) => return reply.error(error),
             };
-            match context.open(inode(ino), flags, version).await {
-                Ok((fh, open_flags)) => reply.opened(FileHandle(fh), open_flags),
+            match context.open(inode(ino), flags, version, Some(&reply)).await {
+                Ok((fh, open_flags, Some(backing))) => {
+                    reply.opened_passthrough(FileHandle(fh), open_flags, &backing.id)
+                }
+                Ok((fh, open_flags, None)) => reply.opened(FileHandle(fh), open_flags),
                 Err(error) => reply.error(error),
             }
         });
@@ -561,7 +716,7 @@ impl Filesystem for KisekiFs {
                 if attributes.kind != FileKind::File {
                     return Err(Errno::EISDIR);
                 }
-                let (fh, open_flags) = context.open(created, OpenFlags(flags), None).await?;
+                let (fh, open_flags, _) = context.open(created, OpenFlags(flags), None, None).await?;
                 if flags & libc::O_TRUNC != 0 && attributes.size_bytes > 0 {
                     let changes = AttrChanges {
                         size_bytes: Some(0),
@@ -624,7 +779,7 @@ impl Filesystem for KisekiFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
@@ -637,13 +792,19 @@ impl Filesystem for KisekiFs {
             return;
         }
         let data = data.to_vec();
+        // The descriptor's flags now (fcntl may have changed O_APPEND since the open).
+        let append = flags.0 & libc::O_APPEND != 0;
         self.spawn(async move {
-            let result = ask(&handle.file, |reply| FileOp::Write {
-                offset_bytes: offset,
-                data,
-                reply,
-            })
-            .await;
+            let result = if append {
+                ask(&handle.file, |reply| FileOp::Append { data, reply }).await
+            } else {
+                ask(&handle.file, |reply| FileOp::Write {
+                    offset_bytes: offset,
+                    data,
+                    reply,
+                })
+                .await
+            };
             match result {
                 Ok(written) => reply.written(written),
                 Err(error) => reply.error(error),
@@ -671,7 +832,7 @@ impl Filesystem for KisekiFs {
         };
         let registry = self.registry.clone();
         self.spawn(async move {
-            registry.release(handle.inode).await;
+            registry.release(handle.inode, handle.kind).await;
             reply.ok();
         });
     }
@@ -702,6 +863,9 @@ impl Filesystem for KisekiFs {
                 Err(error) => return reply.error(errno(&error)),
             };
             for entry in entries {
+                if is_hidden(inode(ino), &entry.name) {
+                    continue;
+                }
                 let name = OsStr::from_bytes(&entry.name);
                 if reply.add(INodeNo(entry.inode.0), entry.cookie, file_type(entry.kind), name) {
                     break;
@@ -736,6 +900,9 @@ impl Filesystem for KisekiFs {
                 Err(error) => return reply.error(errno(&error)),
             };
             for (entry, attributes) in entries {
+                if is_hidden(inode(ino), &entry.name) {
+                    continue;
+                }
                 let name = OsStr::from_bytes(&entry.name);
                 let attributes = file_attr(entry.inode, &attributes);
                 if reply.add(

@@ -24,10 +24,12 @@
 //! reached by bounded channels, and the handle table is a fixed array of atomic slots.
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod errno;
 pub mod files;
 pub mod fs;
 pub mod options;
+pub mod passthrough;
 pub mod registry;
 pub mod watch;
 

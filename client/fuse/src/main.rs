@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use kiseki_client::cache::control::MountInfo;
+use kiseki_client::cache::{CacheConfig, ChunkCache};
 use kiseki_client::{parse_durability, KeyMaterial, Namespace};
 use kiseki_fuse::{session_config, KisekiFs, MountOptions};
 use kiseki_pipeline::Durability;
@@ -95,7 +97,8 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let namespace = runtime.block_on(open_namespace(&args))?;
-    let filesystem = KisekiFs::new(runtime.handle().clone(), namespace.clone(), &options);
+    let cache = open_cache(&runtime, &args, &options, &namespace)?;
+    let filesystem = KisekiFs::new(runtime.handle().clone(), namespace.clone(), cache.clone(), &options);
     let registry = filesystem.registry();
     let session = fuser::Session::new(filesystem, &args.mountpoint, &session_config(&options))
         .with_context(|| format!("mounting {}", args.mountpoint.display()))?;
@@ -115,17 +118,61 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) && !background.guard.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
     }
-    if background.guard.is_finished() {
+    let ended = if background.guard.is_finished() {
         // Unmounted from outside (`umount`, `kiseki-client-fuse unmount`).
-        return background.join().context("the FUSE session ended with an error");
+        background.join().context("the FUSE session ended with an error")
+    } else {
+        // Clean stop: commit what open files buffer, then unmount.
+        runtime.block_on(registry.sync_all());
+        match background.umount_and_join() {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "unmount failed; detaching lazily");
+                unmount(&args.mountpoint, true)
+            }
+        }
+    };
+    // Unmounted: zero-fill and delete the cache pool.
+    match runtime.block_on(cache.close()) {
+        Ok(wiped) => tracing::info!(files = wiped.files, bytes = wiped.bytes, "cache pool wiped"),
+        Err(error) => tracing::error!(%error, "wiping the cache pool failed"),
     }
-    // Clean stop: commit what open files buffer, then unmount.
-    runtime.block_on(registry.sync_all());
-    if let Err(error) = background.umount_and_join() {
-        tracing::warn!(%error, "unmount failed; detaching lazily");
-        unmount(&args.mountpoint, true)?;
+    ended
+}
+
+/// Makes this mount's cache pool (scrubbing those of dead mounts) and its control socket.
+fn open_cache(
+    runtime: &tokio::runtime::Runtime,
+    args: &MountArgs,
+    options: &MountOptions,
+    namespace: &Namespace,
+) -> anyhow::Result<ChunkCache> {
+    let _entered = runtime.enter();
+    let config = CacheConfig {
+        mode: options.cache_mode,
+        dir: options.cache_dir.clone(),
+        l1_max_bytes: options.cache_l1_max_bytes,
+        l2_max_bytes: options.cache_l2_max_bytes,
+    };
+    let (cache, scrubbed) =
+        ChunkCache::open(&config).with_context(|| format!("opening the cache in {}", config.dir.display()))?;
+    if scrubbed.pools > 0 {
+        eprintln!(
+            "scrubbed {} cache pool(s) of dead mounts ({} files, {} bytes)",
+            scrubbed.pools, scrubbed.files, scrubbed.bytes
+        );
     }
-    Ok(())
+    let mountpoint = std::fs::canonicalize(&args.mountpoint)
+        .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    let info = MountInfo {
+        mountpoint,
+        cluster: args.cluster.to_string(),
+        namespace: args.namespace,
+        cache_mode: options.cache_mode.name().into(),
+        pid: std::process::id(),
+    };
+    kiseki_fuse::control::start(cache.clone(), namespace.clone(), info).context("starting the control socket")?;
+    Ok(cache)
 }
 
 async fn open_namespace(args: &MountArgs) -> anyhow::Result<Namespace> {

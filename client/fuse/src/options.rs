@@ -9,44 +9,24 @@
 //! | `cache_l2_max` | `KISEKI_CACHE_L2_MAX` | `10GiB` | bytes the L2 cache may hold |
 //! | `meta_ttl_ms` | `KISEKI_CACHE_META_TTL_MS` | `1000` | lifetime of cached attributes, entries, extent maps |
 //!
-//! Cache modes: `organic` evicts the least recently used chunks, `pinned` keeps staged
-//! data until it is released, `bypass` keeps no data cache and opens every file with
-//! direct I/O.
+//! Cache modes: `organic` keeps every chunk read in L1 and L2 and evicts the least
+//! recently used; `pinned` keeps chunks read in L1 only, and L2 holds what `kiseki stage`
+//! staged until it is released; `bypass` keeps no data cache and opens every file with
+//! direct I/O. L2 holds sealed fragments (ciphertext) only; see `kiseki_client::cache`.
 //!
 //! Options of the mount alone (no environment variable): `flush_bytes` (`16MiB`: a
 //! file's buffered writes that start a background flush), `read_ahead` (`8MiB`),
 //! `threads` (FUSE event loops, `2`), `handles_max` (`65536`), `direct_io` (every open
-//! bypasses the page cache), `allow_other` / `noallow_other` (`allow_other` when run as
-//! root), `fsname=NAME`.
+//! bypasses the page cache), `passthrough` (fully cached files opened read-only are
+//! served by the kernel from a plaintext copy on local disk; see `passthrough`),
+//! `allow_other` / `noallow_other` (`allow_other` when run as root), `fsname=NAME`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use kiseki_placement::units::parse_bytes;
 
-/// How file data is cached on this machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CacheMode {
-    /// Least recently used chunks make room for new ones.
-    Organic,
-    /// Staged data stays until released (chunks read otherwise behave as `Organic`).
-    Pinned,
-    /// No data cache: every read goes to the cluster, and the page cache is bypassed.
-    Bypass,
-}
-
-impl std::str::FromStr for CacheMode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<CacheMode, String> {
-        match text {
-            "organic" => Ok(CacheMode::Organic),
-            "pinned" => Ok(CacheMode::Pinned),
-            "bypass" => Ok(CacheMode::Bypass),
-            other => Err(format!("cache_mode={other}: expected pinned, organic or bypass")),
-        }
-    }
-}
+pub use kiseki_client::cache::CacheMode;
 
 /// Everything `-o` and the environment set.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +51,8 @@ pub struct MountOptions {
     pub handles_max: usize,
     /// Every open bypasses the page cache.
     pub direct_io: bool,
+    /// Serve fully cached read-only files by FUSE passthrough.
+    pub passthrough: bool,
     /// Other users may use the mount (permissions are still checked by the kernel).
     pub allow_other: bool,
     /// The source name `mount` shows.
@@ -91,6 +73,7 @@ impl MountOptions {
             threads: 2,
             handles_max: 65_536,
             direct_io: false,
+            passthrough: false,
             allow_other: root,
             fsname: "kiseki".into(),
         }
@@ -147,6 +130,7 @@ impl MountOptions {
             "threads" => self.threads = number(value)?.clamp(1, 64) as usize,
             "handles_max" => self.handles_max = number(value)?.clamp(16, 1 << 24) as usize,
             "direct_io" => self.direct_io = true,
+            "passthrough" => self.passthrough = true,
             "allow_other" => self.allow_other = true,
             "noallow_other" => self.allow_other = false,
             "fsname" => self.fsname = need(value)?.to_string(),

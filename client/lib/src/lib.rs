@@ -24,6 +24,7 @@
 //! shards.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod chunk_record;
 mod client;
 mod error;

@@ -403,14 +403,41 @@ impl Namespace {
         writer.finish().await
     }
 
+    /// Appends `data` at the end of the file `inode` as it is when the append commits
+    /// (`O_APPEND`): appends from other writers never overwrite it, nor it them. The
+    /// bytes land contiguously when their extents fit in one delta
+    /// (`extents_per_delta_max`), else in that many contiguous runs, in order.
+    pub async fn append(&self, inode: InodeId, data: &[u8]) -> Result<WriteSummary, ClientError> {
+        let mut writer = FileWriter::new(self, inode, 0)?;
+        writer.append = true;
+        for piece in data.chunks(1 << 20) {
+            writer.push(piece).await?;
+        }
+        writer.finish().await
+    }
+
     /// The whole plaintext of the chunk an extent points into (fetched, verified,
     /// decoded and decrypted); the extent's bytes are
     /// `[chunk_offset_bytes, chunk_offset_bytes + length_bytes)` of it.
     pub async fn load_chunk(&self, extent: &Extent) -> Result<Vec<u8>, ClientError> {
+        let fragments = self.fetch_fragments(extent).await?;
+        self.decode_fragments(extent, &fragments)
+    }
+
+    /// The sealed fragments of the chunk an extent points into, as the nodes hold them
+    /// (ciphertext; a slot per fragment index, `None` where none was fetched): the ones a
+    /// healthy read decodes from, more when some of those are missing.
+    pub async fn fetch_fragments(&self, extent: &Extent) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
         let record = ChunkRecord::decode(extent.chunk_locator, &extent.wrapped_key)?;
-        let fetched = fetch_chunk(self.client.clone(), record).await;
+        Ok(fetch_chunk(self.client.clone(), record).await)
+    }
+
+    /// The whole plaintext of the chunk an extent points into, decoded from `fragments`
+    /// (from [`Namespace::fetch_fragments`] or a cache of them): verified and decrypted.
+    pub fn decode_fragments(&self, extent: &Extent, fragments: &[Option<Vec<u8>>]) -> Result<Vec<u8>, ClientError> {
+        let record = ChunkRecord::decode(extent.chunk_locator, &extent.wrapped_key)?;
         let mut reader = ChunkReader::new(self);
-        reader.decode(&record, &fetched, &mut ReadSummary::default())?;
+        reader.decode(&record, fragments, &mut ReadSummary::default())?;
         Ok(reader.plaintext)
     }
 
@@ -482,6 +509,8 @@ struct FileWriter<'n> {
     committed_bytes: u64,
     written_bytes: u64,
     chunks: u64,
+    /// Commit as appends at the file's end, wherever it is then.
+    append: bool,
 }
 
 impl<'n> FileWriter<'n> {
@@ -497,6 +526,7 @@ impl<'n> FileWriter<'n> {
             committed_bytes: offset_bytes,
             written_bytes: 0,
             chunks: 0,
+            append: false,
         })
     }
 
@@ -577,6 +607,15 @@ impl<'n> FileWriter<'n> {
         }
         let extents = std::mem::take(&mut self.uncommitted);
         let length: u64 = extents.iter().map(|extent| extent.length_bytes).sum();
+        if self.append {
+            let delta = Delta::AppendExtents {
+                inode: self.inode,
+                extents,
+                mtime: now(),
+            };
+            self.namespace.propose(&delta).await?;
+            return Ok(());
+        }
         let delta = Delta::WriteExtents {
             inode: self.inode,
             offset_bytes: self.committed_bytes,

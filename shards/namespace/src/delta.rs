@@ -251,6 +251,19 @@ pub enum Delta {
         /// Mode, owner and birth time.
         attributes: NewAttributes,
     },
+    // New variants go last: a delta's variant index is its tag in logs and snapshots.
+    /// Appends extents at the end of a file, wherever the end is when the delta applies
+    /// (`O_APPEND`: appends from several writers never overwrite each other); the file
+    /// grows by their length. The outcome's attributes give the new size, so the
+    /// appended range is `[size - Σ length, size)`.
+    AppendExtents {
+        /// The file.
+        inode: InodeId,
+        /// The pieces, in file order (each at least one byte).
+        extents: Vec<Extent>,
+        /// Modification (and change) time.
+        mtime: Timestamp,
+    },
 }
 
 /// Flags of a rename (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`; both at once is `InvalidArgument`).

@@ -411,3 +411,59 @@ fn extended_attributes() {
     });
     assert_eq!(harness.state.listxattr(file), Err(NamespaceError::NotFound));
 }
+
+#[test]
+fn appends_land_at_the_end_the_file_has_when_they_apply() {
+    let mut harness = Harness::new();
+    let file = harness.create(ROOT, "log");
+    let append = |extents: Vec<Extent>| Delta::AppendExtents {
+        inode: file,
+        extents,
+        mtime: time(20),
+    };
+    // Inline bytes first; an append goes after them.
+    harness.ok(write_inline(file, 0, b"head"));
+    let applied = harness.ok(append(vec![extent(1, 0, 100)]));
+    assert_eq!(applied.attributes.as_ref().unwrap().size_bytes, 104);
+    assert_eq!(applied.events[0].kind, WatchKind::DataModified);
+    // Two writers that both saw size 104 append; neither overwrites the other.
+    harness.ok(append(vec![extent(2, 0, 50)]));
+    let applied = harness.ok(append(vec![extent(3, 10, 30), extent(4, 0, 5)]));
+    assert_eq!(applied.attributes.as_ref().unwrap().size_bytes, 189);
+    let pieces = harness.state.read_extents(file, 100, 1000).unwrap();
+    assert_eq!(
+        pieces,
+        vec![
+            piece(100, extent(1, 96, 4)),
+            piece(104, extent(2, 0, 50)),
+            piece(154, extent(3, 10, 30)),
+            piece(184, extent(4, 0, 5)),
+        ]
+    );
+    // Past the file size limit, and on a directory: refused, nothing changed.
+    let huge = Extent {
+        length_bytes: u64::MAX - 10,
+        ..extent(5, 0, 1)
+    };
+    harness.refuse_with(append(vec![huge]), |error| {
+        matches!(error, NamespaceError::LimitExceeded { .. })
+    });
+    harness.refuse_with(
+        Delta::AppendExtents {
+            inode: ROOT,
+            extents: vec![extent(6, 0, 1)],
+            mtime: time(21),
+        },
+        |error| matches!(error, NamespaceError::IsDirectory),
+    );
+    assert_eq!(
+        harness
+            .state
+            .read_extents(file, 0, 1000)
+            .unwrap()
+            .last()
+            .unwrap()
+            .end_bytes(),
+        189
+    );
+}

@@ -130,9 +130,10 @@ fn resolve(delta: &Delta, state: &NamespaceState) -> Delta {
             pick(from_parent);
             pick(to_parent);
         }
-        Delta::WriteExtents { inode, .. } | Delta::WriteInline { inode, .. } | Delta::Truncate { inode, .. } => {
-            pick(inode)
-        }
+        Delta::WriteExtents { inode, .. }
+        | Delta::AppendExtents { inode, .. }
+        | Delta::WriteInline { inode, .. }
+        | Delta::Truncate { inode, .. } => pick(inode),
         Delta::SetAttr { inode, .. } | Delta::SetXattr { inode, .. } | Delta::RemoveXattr { inode, .. } => pick(inode),
         Delta::ObjectPut { parent, condition, .. } | Delta::ObjectDelete { parent, condition, .. } => {
             pick(parent);
@@ -385,6 +386,11 @@ fn write_extents_delta() -> impl Strategy<Value = Delta> {
     })
 }
 
+fn append_extents_delta() -> impl Strategy<Value = Delta> {
+    let fields = (inode(), prop::collection::vec(extent(), 0..4), timestamp());
+    fields.prop_map(|(inode, extents, mtime)| Delta::AppendExtents { inode, extents, mtime })
+}
+
 fn write_inline_delta() -> impl Strategy<Value = Delta> {
     let offset = prop_oneof![0u64..70, Just(u64::MAX)];
     let data = prop::collection::vec(any::<u8>(), 0..20);
@@ -459,6 +465,7 @@ fn remove_xattr_delta() -> impl Strategy<Value = Delta> {
 fn data_delta() -> impl Strategy<Value = Delta> {
     prop_oneof![
         4 => write_extents_delta(),
+        1 => append_extents_delta(),
         2 => write_inline_delta(),
         2 => truncate_delta(),
         2 => set_attr_delta(),

@@ -236,6 +236,24 @@ impl Tables {
                 };
                 self.write_extents(cx, &write)
             }
+            Delta::AppendExtents { inode, extents, mtime } => {
+                let size_bytes = self.file(*inode)?.attributes.size_bytes;
+                let length = extents
+                    .iter()
+                    .try_fold(0u64, |total, extent| total.checked_add(extent.length_bytes))
+                    .ok_or(NamespaceError::limit(Limit::FileSize))?;
+                let write = data::ExtentWrite {
+                    inode: *inode,
+                    offset_bytes: size_bytes,
+                    extents,
+                    size_bytes: size_bytes
+                        .checked_add(length)
+                        .ok_or(NamespaceError::limit(Limit::FileSize))?,
+                    mtime: *mtime,
+                    expected_generation: None,
+                };
+                self.write_extents(cx, &write)
+            }
             Delta::WriteInline {
                 inode,
                 offset_bytes,
