@@ -14,6 +14,12 @@
 //!   in the page cache, which Kiseki keeps across opens of an unchanged file): IOPS;
 //! - `meta-filecreate`, `meta-filestat` and `meta-filedelete`: ops/s.
 //!
+//! Kiseki then mounts again with `-o passthrough` (a cache pool of its own): a 1-job file
+//! is written and read twice (filling the L2 cache, which admits on a second miss), after which fio's opens get a
+//! passthrough copy; `randread-4k-passthrough` (page cache warm, as bindfs's cached run)
+//! and `seqread-1m-passthrough` (after dropping the page cache) compare with bindfs's
+//! cached random and cold sequential reads.
+//!
 //! Cases compare Kiseki with bindfs (the targets of issue 6), and bindfs with the local
 //! directory (what FUSE alone costs here). Dropping the page cache needs root; without it
 //! the read figures are reported as warm. Nothing here asserts timing.
@@ -34,6 +40,8 @@ use crate::report::Case;
 const SUITE: &str = "fuse";
 const RANDREAD_4K: &str = "fuse-randread-4k.fio";
 const GB: f64 = 1e9;
+/// L1 of the passthrough phase's mount.
+const PASSTHROUGH_L1_BYTES: u64 = 4 << 20;
 
 /// Options of the fuse suite.
 #[derive(Debug, Clone)]
@@ -107,6 +115,9 @@ struct Figures {
     read_4: f64,
     randread_cold: f64,
     randread_cached: f64,
+    /// Through passthrough copies (Kiseki only).
+    randread_passthrough: f64,
+    seqread_passthrough: f64,
     creates: f64,
     stats: f64,
     deletes: f64,
@@ -182,10 +193,25 @@ pub fn run(options: &FuseOptions) -> anyhow::Result<FuseReport> {
     let cluster = LocalCluster::start(&options.server, &cluster_dir, &spec).context("the cluster did not start")?;
     let keys = cluster_dir.join("keys.json");
     KeyMaterial::load_or_create(&keys)?;
-    let mounted = mount_kiseki(options, &cluster, &keys, &work.path().join("kiseki"))?;
+    let mounted = mount_kiseki(options, &cluster, &keys, &work.path().join("kiseki"), &[])?;
     eprintln!("fuse: kiseki");
-    let kiseki_figures = measure(options, &mounted.point);
+    let mut kiseki_figures = measure(options, &mounted.point);
     drop(mounted);
+    if let Ok(figures) = &mut kiseki_figures {
+        eprintln!("fuse: kiseki with passthrough");
+        let cache_dir = work.path().join("kiseki-cache");
+        // A small L1, so that the file's chunks are in L2 after two reads (but the last
+        // few, still in L1).
+        let option = format!(
+            "passthrough,cache_l1_max={PASSTHROUGH_L1_BYTES},cache_dir={}",
+            cache_dir.display()
+        );
+        let passthrough = mount_kiseki(options, &cluster, &keys, &work.path().join("kiseki"), &[&option])
+            .and_then(|mounted| measure_passthrough(options, &mounted.point, &cache_dir, figures));
+        if let Err(error) = passthrough {
+            report.failures.push(format!("passthrough: {error:#}"));
+        }
+    }
     if kiseki_figures.is_err() {
         let logs = parent.join(format!("kiseki-bench-fuse-logs-{}", std::process::id()));
         if let Ok(path) = cluster.preserve_logs(&logs) {
@@ -206,6 +232,36 @@ pub fn run(options: &FuseOptions) -> anyhow::Result<FuseReport> {
         ("filestat", "ops/s", |f| f.stats),
         ("filedelete", "ops/s", |f| f.deletes),
     ];
+    let passthrough_rows: [(&str, &str, Row); 2] = [
+        (
+            "randread-4k-cached",
+            "IOPS",
+            ("randread-4k-passthrough", "IOPS", |f| f.randread_passthrough),
+        ),
+        (
+            "seqread-1m-1job",
+            "GB/s",
+            ("seqread-1m-passthrough", "GB/s", |f| f.seqread_passthrough / GB),
+        ),
+    ];
+    for (baseline_name, _, (name, unit, value)) in passthrough_rows {
+        let baseline = bindfs_figures.as_ref().map_or(&local_figures, |bindfs| bindfs);
+        let baseline_value = rows
+            .iter()
+            .find(|row| row.0 == baseline_name)
+            .map_or(0.0, |row| (row.2)(baseline));
+        if value(&kiseki_figures) > 0.0 {
+            let label = if bindfs_figures.is_some() { "bindfs" } else { "local" };
+            report.cases.push(Case::higher_is_better(
+                SUITE,
+                name,
+                value(&kiseki_figures),
+                unit,
+                &format!("{label}-{baseline_name}"),
+                baseline_value,
+            ));
+        }
+    }
     for (name, unit, value) in rows {
         match &bindfs_figures {
             Some(bindfs) => {
@@ -279,11 +335,20 @@ fn is_fuse_mount(point: &Path) -> bool {
     })
 }
 
-fn mount_kiseki(options: &FuseOptions, cluster: &LocalCluster, keys: &Path, point: &Path) -> anyhow::Result<Mounted> {
+fn mount_kiseki(
+    options: &FuseOptions,
+    cluster: &LocalCluster,
+    keys: &Path,
+    point: &Path,
+    mount_options: &[&str],
+) -> anyhow::Result<Mounted> {
     std::fs::create_dir_all(point)?;
-    let mut child = Command::new(&options.mount)
-        .arg("mount")
-        .arg(point)
+    let mut command = Command::new(&options.mount);
+    command.arg("mount").arg(point);
+    for option in mount_options {
+        command.args(["-o", option]);
+    }
+    let mut child = command
         .args(["--cluster", &cluster.seed().to_string(), "--durability", "4+2"])
         .arg("--keys")
         .arg(keys)
@@ -312,27 +377,76 @@ fn drop_caches() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", b"3\n").is_ok()
 }
 
-fn measure(options: &FuseOptions, directory: &Path) -> anyhow::Result<Figures> {
-    let mut figures = Figures::default();
+/// Runs a fio profile with the suite's sizes in `directory`.
+fn run_job(options: &FuseOptions, profile: &str, directory: &Path, jobs: usize) -> anyhow::Result<FioResult> {
     let runtime = options.runtime_s.max(1).to_string();
     let files = options.meta_files.to_string();
-    let run = |profile: &str, directory: &Path, jobs: usize| -> anyhow::Result<FioResult> {
-        let jobs = jobs.to_string();
-        let size = if profile == RANDREAD_4K {
-            options.randread_bytes.min(options.file_bytes)
-        } else {
-            options.file_bytes
+    let jobs = jobs.to_string();
+    let size = if profile == RANDREAD_4K {
+        options.randread_bytes.min(options.file_bytes)
+    } else {
+        options.file_bytes
+    }
+    .to_string();
+    let environment: [(&str, &OsStr); 5] = [
+        ("KISEKI_FIO_DIRECTORY", directory.as_os_str()),
+        ("KISEKI_FIO_SIZE", size.as_ref()),
+        ("KISEKI_FIO_NUMJOBS", jobs.as_ref()),
+        ("KISEKI_FIO_RUNTIME", runtime.as_ref()),
+        ("KISEKI_FIO_NRFILES", files.as_ref()),
+    ];
+    fio::run_profile(profile, &environment)
+}
+
+/// The passthrough phase on a mount made with `-o passthrough` and its pool in `cache_dir`.
+fn measure_passthrough(
+    options: &FuseOptions,
+    point: &Path,
+    cache_dir: &Path,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let dir = point.join("passthrough");
+    std::fs::create_dir_all(&dir)?;
+    run_job(options, "fuse-seqwrite-1m.fio", &dir, 1)?;
+    // Read twice: the organic cache admits a chunk to L2 on its second miss.
+    for _ in 0..2 {
+        drop_caches();
+        run_job(options, "fuse-seqread-1m.fio", &dir, 1)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool_bytes(cache_dir) + PASSTHROUGH_L1_BYTES < options.file_bytes {
+        if Instant::now() > deadline {
+            bail!("the L2 cache did not fill ({} bytes)", pool_bytes(cache_dir));
         }
-        .to_string();
-        let environment: [(&str, &OsStr); 5] = [
-            ("KISEKI_FIO_DIRECTORY", directory.as_os_str()),
-            ("KISEKI_FIO_SIZE", size.as_ref()),
-            ("KISEKI_FIO_NUMJOBS", jobs.as_ref()),
-            ("KISEKI_FIO_RUNTIME", runtime.as_ref()),
-            ("KISEKI_FIO_NRFILES", files.as_ref()),
-        ];
-        fio::run_profile(profile, &environment)
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The first run's open builds the copy and warms its pages; the second is measured.
+    run_job(options, RANDREAD_4K, &dir, 1)?;
+    figures.randread_passthrough = run_job(options, RANDREAD_4K, &dir, 1)?.read_iops;
+    drop_caches();
+    figures.seqread_passthrough = run_job(options, "fuse-seqread-1m.fio", &dir, 1)?.read_bytes_per_s;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Bytes of the chunk entries in the pools under `cache_dir`.
+fn pool_bytes(cache_dir: &Path) -> u64 {
+    let Ok(pools) = std::fs::read_dir(cache_dir) else {
+        return 0;
     };
+    pools
+        .flatten()
+        .filter_map(|pool| std::fs::read_dir(pool.path().join("chunks")).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|meta| meta.len())
+        .sum()
+}
+
+fn measure(options: &FuseOptions, directory: &Path) -> anyhow::Result<Figures> {
+    let mut figures = Figures::default();
+    let run = |profile: &str, directory: &Path, jobs: usize| run_job(options, profile, directory, jobs);
     let dir = directory.join("seq-1");
     std::fs::create_dir_all(&dir)?;
     figures.write_1 = run("fuse-seqwrite-1m.fio", &dir, 1)?.write_bytes_per_s;

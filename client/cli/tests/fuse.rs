@@ -626,10 +626,18 @@ fn staging_pins_a_tree_and_the_cache_survives_corruption_unmounts_and_crashes() 
     );
     // Organic mode keeps what is read; a killed mount leaves its pool, and the next
     // mount scrubs it.
-    let mount = Mount::start(&cluster, &point, 1, &["cache_mode=organic", &cache_option]);
-    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
-    for (name, bytes) in &expected {
-        assert!(std::fs::read(mount.path(name)).unwrap() == *bytes);
+    // A chunk goes to L2 on its second miss (a small L1 makes the second read miss).
+    let mount = Mount::start(
+        &cluster,
+        &point,
+        1,
+        &["cache_mode=organic", "cache_l1_max=1MiB", &cache_option],
+    );
+    for _ in 0..2 {
+        std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+        for (name, bytes) in &expected {
+            assert!(std::fs::read(mount.path(name)).unwrap() == *bytes);
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while cache_stats(&cache_dir)["l2_bytes"].as_u64().unwrap() < 12 << 20 {
@@ -669,14 +677,9 @@ fn passthrough_serves_fully_cached_files_and_steps_aside_for_writers() {
     let bytes = file_bytes(5 << 20, 5, b"passthrough");
     std::fs::write(&name, &bytes).unwrap();
     std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
-    // Not cached yet: served through the mount, which caches it (organic).
+    // Not cached yet: served through the mount, which keeps its chunks (in L1 here).
     assert!(std::fs::read(&name).unwrap() == bytes);
     assert_eq!(cache_stats(&cache_dir)["passthrough_opens"], 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cache_stats(&cache_dir)["l2_bytes"].as_u64().unwrap() < 5 << 20 {
-        assert!(Instant::now() < deadline, "the read fills L2");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     // Fully cached: a read-only open gets a passthrough copy; a second one shares it.
     let reader = std::fs::File::open(&name).unwrap();
     let second = std::fs::File::open(&name).unwrap();

@@ -62,7 +62,7 @@ pub enum FileOp {
         /// How many bytes at most.
         length_bytes: u32,
         /// The bytes (fewer at the end of the file).
-        reply: oneshot::Sender<Result<Vec<u8>, Errno>>,
+        reply: oneshot::Sender<Result<ReadBytes, Errno>>,
     },
     /// Write everything buffered and commit it (flush, fsync).
     Sync {
@@ -86,6 +86,25 @@ pub enum FileOp {
     Unlinked,
     /// The last handle closed: write what is left and end the task.
     Close,
+}
+
+/// What a read answers: bytes of its own, or a range of a decoded chunk (no copy: the
+/// common case of a sequential read inside one chunk).
+pub enum ReadBytes {
+    /// Assembled from several pieces or buffers.
+    Owned(Vec<u8>),
+    /// `chunk[range]`.
+    Chunk(Plaintext, std::ops::Range<usize>),
+}
+
+impl ReadBytes {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ReadBytes::Owned(bytes) => bytes,
+            ReadBytes::Chunk(chunk, range) => &chunk[range.clone()],
+        }
+    }
 }
 
 /// Limits of one open file.
@@ -353,20 +372,39 @@ impl OpenFile {
         Ok(attributes)
     }
 
-    async fn read(&mut self, offset_bytes: u64, length_bytes: u32) -> Result<Vec<u8>, Errno> {
+    async fn read(&mut self, offset_bytes: u64, length_bytes: u32) -> Result<ReadBytes, Errno> {
         self.commit_appended().await;
         let wanted_end = offset_bytes.saturating_add(u64::from(length_bytes));
         let committed = self.committed_pieces(offset_bytes, wanted_end).await?;
         let committed_end = committed.last().map_or(offset_bytes, ReadPiece::end_bytes);
         let end = wanted_end.min(committed_end.max(self.buffered_end()));
-        let mut out = vec![0u8; end.saturating_sub(offset_bytes) as usize];
-        for piece in &committed {
-            self.copy_piece(piece, offset_bytes, &mut out).await?;
-        }
-        if let Some(flush) = &self.flushing {
-            overlay(&flush.ranges, offset_bytes, &mut out);
-        }
-        overlay(&self.dirty, offset_bytes, &mut out);
+        let nothing_buffered = self.dirty.is_empty() && self.flushing.is_none();
+        let out = match committed.as_slice() {
+            // One extent covers the whole read and nothing of this mount lies over it.
+            [ReadPiece::Extent {
+                offset_bytes: start,
+                extent,
+            }] if nothing_buffered && *start <= offset_bytes && end <= committed_end => {
+                let chunk = self.chunk(extent).await?;
+                let from = (extent.chunk_offset_bytes + (offset_bytes - start)) as usize;
+                let to = from + (end - offset_bytes) as usize;
+                if chunk.get(from..to).is_none() {
+                    return Err(Errno::EIO);
+                }
+                ReadBytes::Chunk(chunk, from..to)
+            }
+            _ => {
+                let mut out = vec![0u8; end.saturating_sub(offset_bytes) as usize];
+                for piece in &committed {
+                    self.copy_piece(piece, offset_bytes, &mut out).await?;
+                }
+                if let Some(flush) = &self.flushing {
+                    overlay(&flush.ranges, offset_bytes, &mut out);
+                }
+                overlay(&self.dirty, offset_bytes, &mut out);
+                ReadBytes::Owned(out)
+            }
+        };
         // The kernel's read-ahead sends neighbouring reads out of order: near the last
         // read's end counts as sequential.
         let sequential = self.last_read_end.map_or(offset_bytes == 0, |last| {
@@ -383,8 +421,11 @@ impl OpenFile {
     /// Committed pieces covering `[start, end)` (cut at the committed size), from the
     /// window when it covers the range and is fresh.
     async fn committed_pieces(&mut self, start: u64, end: u64) -> Result<Vec<ReadPiece>, Errno> {
+        // The window must also cover the read-ahead after this read, or prefetching would
+        // stall at its end until the next read fetched a new one.
+        let needed_end = end.saturating_add(self.limits.read_ahead_bytes);
         let fresh = |window: &Window| {
-            window.start <= start && end <= window.end && window.read_at.elapsed() < self.limits.meta_ttl
+            window.start <= start && needed_end <= window.end && window.read_at.elapsed() < self.limits.meta_ttl
         };
         if !self.window.as_ref().is_some_and(fresh) {
             // Twice the read-ahead, so the reads of one window also plan the next chunks.

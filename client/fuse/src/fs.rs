@@ -765,7 +765,7 @@ impl Filesystem for KisekiFs {
             })
             .await;
             match result {
-                Ok(bytes) => reply.data(&bytes),
+                Ok(bytes) => reply.data(bytes.as_slice()),
                 Err(error) => reply.error(error),
             }
         });

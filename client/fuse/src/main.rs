@@ -103,6 +103,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     let session = fuser::Session::new(filesystem, &args.mountpoint, &session_config(&options))
         .with_context(|| format!("mounting {}", args.mountpoint.display()))?;
     let background = session.spawn()?;
+    raise_read_ahead(&args.mountpoint, options.read_ahead_bytes);
     let poll_interval = Duration::from_millis((options.meta_ttl_ms / 4).clamp(50, 1_000));
     runtime.spawn(kiseki_fuse::watch::follow(
         namespace,
@@ -138,6 +139,25 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         Err(error) => tracing::error!(%error, "wiping the cache pool failed"),
     }
     ended
+}
+
+/// Sets the kernel's read-ahead of the mount to `read_ahead_bytes` (its backing device
+/// in sysfs; root only). The kernel offers a FUSE filesystem at most its default (128 KiB)
+/// at mount time, so sequential reads would reach the mount as 128 KiB requests one or
+/// two at a time; with a larger window they come as `max_write`-sized requests, several
+/// in flight.
+fn raise_read_ahead(mountpoint: &Path, read_ahead_bytes: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let device = meta.dev();
+    let (major, minor) = (libc::major(device), libc::minor(device));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    let kib = (read_ahead_bytes / 1024).max(128);
+    if let Err(error) = std::fs::write(&knob, kib.to_string()) {
+        tracing::debug!(%knob, %error, "the kernel's read-ahead stays at its default");
+    }
 }
 
 /// Makes this mount's cache pool (scrubbing those of dead mounts) and its control socket.

@@ -9,7 +9,7 @@
 //! - I-F4: a chunk pinned by a staged dataset is never evicted; it becomes evictable
 //!   only when every dataset pinning it is released.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,9 +25,17 @@ pub enum Lookup<V> {
     Memory(V),
     /// Sealed fragments in the pool on local disk.
     Disk,
-    /// Nowhere here: fetch it from the cluster.
-    Miss,
+    /// Nowhere here: fetch it from the cluster. `again`: it missed recently too (the
+    /// organic cache admits a chunk to L2 on its second miss, so a one-pass scan does
+    /// not churn the pool).
+    Miss {
+        /// Missed before, within the last `GHOSTS_MAX` misses.
+        again: bool,
+    },
 }
+
+/// Recent misses remembered for admission.
+const GHOSTS_MAX: usize = 65_536;
 
 /// What admitting a chunk to L2 asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -128,6 +136,9 @@ pub struct CacheIndex<V> {
     disk_bytes: u64,
     pinned_bytes: u64,
     datasets: BTreeMap<String, (DatasetStatus, BTreeSet<Locator>)>,
+    /// Chunks that missed recently (a locator may linger in the order after leaving the set).
+    ghosts: HashSet<Locator>,
+    ghost_order: VecDeque<Locator>,
     stats: CacheStats,
 }
 
@@ -147,6 +158,8 @@ impl<V: Clone> CacheIndex<V> {
             disk_bytes: 0,
             pinned_bytes: 0,
             datasets: BTreeMap::new(),
+            ghosts: HashSet::new(),
+            ghost_order: VecDeque::new(),
             stats: CacheStats::default(),
         }
     }
@@ -178,7 +191,17 @@ impl<V: Clone> CacheIndex<V> {
             }
             _ => {
                 self.stats.misses += 1;
-                Lookup::Miss
+                let again = self.ghosts.remove(locator);
+                if !again {
+                    if self.ghost_order.len() >= GHOSTS_MAX {
+                        if let Some(oldest) = self.ghost_order.pop_front() {
+                            self.ghosts.remove(&oldest);
+                        }
+                    }
+                    self.ghosts.insert(*locator);
+                    self.ghost_order.push_back(*locator);
+                }
+                Lookup::Miss { again }
             }
         }
     }
@@ -413,10 +436,13 @@ mod tests {
         index.insert_memory(locator(3), 3, 10);
         assert_eq!(index.lookup(&locator(1)), Lookup::Memory(1));
         index.insert_memory(locator(4), 4, 10);
-        assert_eq!(index.lookup(&locator(2)), Lookup::Miss);
+        assert_eq!(index.lookup(&locator(2)), Lookup::Miss { again: false });
         assert_eq!(index.lookup(&locator(1)), Lookup::Memory(1));
         index.insert_memory(locator(5), 5, 31);
-        assert_eq!(index.lookup(&locator(5)), Lookup::Miss);
+        assert_eq!(index.lookup(&locator(5)), Lookup::Miss { again: false });
+        // The second miss of a chunk says so.
+        assert_eq!(index.lookup(&locator(5)), Lookup::Miss { again: true });
+        assert_eq!(index.lookup(&locator(5)), Lookup::Miss { again: false });
         assert_eq!(index.stats().l1_evictions, 1);
     }
 

@@ -179,15 +179,21 @@ pub fn scrub_orphans(cache_dir: &Path) -> io::Result<WipeReport> {
     for entry in fs::read_dir(cache_dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if !name.to_string_lossy().starts_with(POOL_PREFIX) || !entry.file_type()?.is_dir() {
-            continue;
-        }
-        if pool_is_live(&entry.path()) {
+        // A pool may vanish under us: its live owner is wiping it at its unmount.
+        let is_dir = match entry.file_type() {
+            Ok(kind) => kind.is_dir(),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        if !name.to_string_lossy().starts_with(POOL_PREFIX) || !is_dir || pool_is_live(&entry.path()) {
             continue;
         }
         tracing::warn!(pool = %entry.path().display(), "scrubbing the cache pool of a client that died");
-        wipe_dir(&entry.path(), &mut report)?;
-        report.pools += 1;
+        match wipe_dir(&entry.path(), &mut report) {
+            Ok(()) => report.pools += 1,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
     }
     Ok(report)
 }
