@@ -233,7 +233,8 @@ fn ordinary_tools_and_every_operation_work_through_the_mount() {
     let other = Mount::start(&cluster, &work.path().join("other"), 2, &[]);
 
     // Every operation and errno, from Python.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuse_ops.py");
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let script = Path::new(&manifest_dir).join("tests/fuse_ops.py");
     let output = run(Command::new("python3").arg(&script).arg(&mount.point).arg(&other.point));
     assert!(output.contains("all operations passed"), "{output}");
     // The file unlinked while open was removed at its last close: the mount's hidden

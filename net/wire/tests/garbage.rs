@@ -273,7 +273,10 @@ fn a_live_connection_survives_random_and_mutated_frames() {
 /// bodies decode, or one archived `FragmentPut` (`body-*`).
 #[test]
 fn the_fuzz_seed_corpus_is_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/decode");
+    // `cargo test` sets the variable at run time too: a test binary shared through a
+    // target directory with another checkout still reads this checkout's files.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let dir = std::path::Path::new(&manifest_dir).join("fuzz/seeds/decode");
     let mut seeds = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

@@ -5,8 +5,9 @@
 //!
 //! **Modes.** `organic`: every chunk read is kept in L1, and in L2 from its second miss
 //! on (a one-pass scan does not push out what is read again, nor spend the local disk's
-//! bandwidth on writes nobody reads), least recently used first out. `pinned`: reads fill L1 only; L2 holds what was staged, until released, so
-//! what a job staged is never pushed out by what it reads otherwise. `bypass`: nothing
+//! bandwidth on writes nobody reads), least recently used first out. `pinned`: reads
+//! fill L1 only; L2 holds what was staged, until released, so what a job staged is never
+//! pushed out by what it reads otherwise. `bypass`: nothing
 //! is cached (staging is refused).
 //!
 //! **Shape.** One cache task owns the index ([`index::CacheIndex`], no I/O); the
