@@ -18,8 +18,14 @@ pub fn start(cache: ChunkCache, namespace: Namespace, info: MountInfo) -> std::i
     let mountpoint = info.mountpoint;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors, say: wait rather than spin.
+                    tracing::warn!(%error, "accepting on the control socket failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let (cache, namespace, mountpoint) = (cache.clone(), namespace.clone(), mountpoint.clone());
             tokio::spawn(async move {

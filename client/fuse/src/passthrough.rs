@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use fuser::{BackingId, Errno};
+use kiseki_client::cache::pool::zero_fill_file;
 use kiseki_client::cache::ChunkCache;
 use kiseki_client::Namespace;
 use kiseki_namespace::{InodeId, ReadPiece};
@@ -37,15 +38,8 @@ impl Backing {
     pub fn wipe(self) {
         let Backing { id, file } = self;
         drop(id);
-        let length = file.metadata().map_or(0, |meta| meta.len());
-        let zeros = vec![0u8; 1 << 20];
-        let mut at = 0;
-        while at < length {
-            let step = (length - at).min(zeros.len() as u64) as usize;
-            if file.write_all_at(&zeros[..step], at).is_err() {
-                break;
-            }
-            at += step as u64;
+        if let Err(error) = zero_fill_file(&file) {
+            tracing::warn!(%error, "zero-filling a passthrough copy failed");
         }
     }
 }
@@ -58,19 +52,10 @@ pub async fn plaintext_copy(
     inode: InodeId,
     size_bytes: u64,
 ) -> Result<Option<File>, Errno> {
-    let mut pieces = Vec::new();
-    let mut position = 0;
-    while position < size_bytes {
-        let window = namespace
-            .pieces(inode, position, kiseki_api::EXTENTS_READ_BYTES_MAX)
-            .await
-            .map_err(|error| errno(&error))?;
-        let Some(end) = window.last().map(ReadPiece::end_bytes) else {
-            break;
-        };
-        pieces.extend(window);
-        position = end;
-    }
+    let pieces = namespace
+        .all_pieces(inode, size_bytes)
+        .await
+        .map_err(|error| errno(&error))?;
     for piece in &pieces {
         if let ReadPiece::Extent { extent, .. } = piece {
             if !cache.holds(extent.chunk_locator).await {

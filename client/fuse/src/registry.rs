@@ -161,7 +161,6 @@ enum RegistryOp {
 struct OpenInode {
     file: mpsc::Sender<FileOp>,
     handles: u64,
-    cached_handles: u64,
     passthrough_handles: u64,
     /// A copy is being built.
     building: bool,
@@ -193,7 +192,6 @@ impl RegistryState {
         let entry = self.open.entry(inode).or_insert_with(|| OpenInode {
             file: files::spawn(namespace.clone(), cache.clone(), inode, limits, queue),
             handles: 0,
-            cached_handles: 0,
             passthrough_handles: 0,
             building: false,
             backing: None,
@@ -241,7 +239,6 @@ impl RegistryState {
         } else if request.direct {
             plain(HandleKind::Direct)
         } else {
-            entry.cached_handles += 1;
             plain(HandleKind::Cached)
         };
         let _ = reply.send(Ok((entry.file.clone(), mode)));
@@ -258,10 +255,7 @@ impl RegistryState {
                 entry.passthrough_handles += 1;
                 HandleKind::Passthrough
             }
-            None => {
-                entry.cached_handles += 1;
-                HandleKind::Cached
-            }
+            None => HandleKind::Cached,
         };
         for (request, reply) in std::mem::take(&mut entry.waiting) {
             self.open(inode, request, reply);
@@ -272,17 +266,13 @@ impl RegistryState {
     async fn release(&mut self, inode: InodeId, kind: HandleKind) {
         let Some(entry) = self.open.get_mut(&inode) else { return };
         entry.handles -= 1;
-        match kind {
-            HandleKind::Cached => entry.cached_handles -= 1,
-            HandleKind::Passthrough => {
-                entry.passthrough_handles -= 1;
-                if entry.passthrough_handles == 0 {
-                    if let Some((backing, _)) = entry.backing.take() {
-                        wipe_later(backing);
-                    }
+        if kind == HandleKind::Passthrough {
+            entry.passthrough_handles -= 1;
+            if entry.passthrough_handles == 0 {
+                if let Some((backing, _)) = entry.backing.take() {
+                    wipe_later(backing);
                 }
             }
-            HandleKind::Direct => {}
         }
         if entry.handles == 0 {
             if let Some(entry) = self.open.remove(&inode) {

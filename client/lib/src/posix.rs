@@ -3,7 +3,7 @@
 //! entry by name, carries the caller's owner, and returns the attributes the shard
 //! applied, so the front end can answer the kernel without a second round trip.
 
-use kiseki_api::{ReadAnswer, ReadQuery, READDIR_ENTRIES_MAX};
+use kiseki_api::{ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX};
 use kiseki_namespace::{
     AttrChanges, Attributes, Delta, DirEntry, FileKind, InodeId, NamespaceStats, NewAttributes, ReadPiece, RenameFlags,
     WatchEvent, XattrSetMode,
@@ -304,6 +304,22 @@ impl Namespace {
             ReadAnswer::Pieces(pieces) => Ok(pieces),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Every piece of the first `size_bytes` of `inode` (cut at its size), read from the
+    /// shard a window at a time.
+    pub async fn all_pieces(&self, inode: InodeId, size_bytes: u64) -> Result<Vec<ReadPiece>, ClientError> {
+        let mut pieces = Vec::new();
+        let mut position = 0;
+        while position < size_bytes {
+            let window = self.pieces(inode, position, EXTENTS_READ_BYTES_MAX).await?;
+            let Some(end) = window.last().map(ReadPiece::end_bytes) else {
+                break;
+            };
+            pieces.extend(window);
+            position = end;
+        }
+        Ok(pieces)
     }
 
     /// Up to `limit` watch events with a sequence at or above `sequence` (`WatchGap`

@@ -133,6 +133,8 @@ pub struct CacheIndex<V> {
     disk: HashMap<Locator, DiskEntry>,
     /// Unpinned written entries by last use.
     disk_order: BTreeMap<u64, Locator>,
+    /// The bytes of the entries in `disk_order`.
+    evictable_bytes: u64,
     disk_bytes: u64,
     pinned_bytes: u64,
     datasets: BTreeMap<String, (DatasetStatus, BTreeSet<Locator>)>,
@@ -155,6 +157,7 @@ impl<V: Clone> CacheIndex<V> {
             memory_bytes: 0,
             disk: HashMap::new(),
             disk_order: BTreeMap::new(),
+            evictable_bytes: 0,
             disk_bytes: 0,
             pinned_bytes: 0,
             datasets: BTreeMap::new(),
@@ -244,15 +247,8 @@ impl<V: Clone> CacheIndex<V> {
             }
             return Admission::Present;
         }
-        let pinned_after = self.pinned_bytes + if dataset.is_some() { bytes } else { 0 };
-        // Unwritten entries cannot be evicted yet: they count as pinned for room.
-        let unwritten: u64 = self
-            .disk
-            .values()
-            .filter(|entry| !entry.written && entry.pins == 0)
-            .map(|entry| entry.bytes)
-            .sum();
-        if pinned_after + unwritten + if dataset.is_none() { bytes } else { 0 } > self.l2_max_bytes {
+        // Pinned and unwritten entries cannot be evicted: only the rest makes room.
+        if self.disk_bytes - self.evictable_bytes + bytes > self.l2_max_bytes {
             self.stats.l2_refused += 1;
             return Admission::Full;
         }
@@ -263,14 +259,10 @@ impl<V: Clone> CacheIndex<V> {
             };
             if let Some(entry) = self.disk.remove(&oldest) {
                 self.disk_bytes -= entry.bytes;
+                self.evictable_bytes -= entry.bytes;
                 self.stats.l2_evictions += 1;
                 evict.push(oldest);
             }
-        }
-        if self.disk_bytes + bytes > self.l2_max_bytes {
-            // Only unwritten entries are left to evict; they are counted above.
-            self.stats.l2_refused += 1;
-            return Admission::Full;
         }
         let tick = self.next_tick();
         self.disk.insert(
@@ -312,6 +304,7 @@ impl<V: Clone> CacheIndex<V> {
             self.pinned_bytes += entry.bytes;
             if entry.written {
                 self.disk_order.remove(&entry.tick);
+                self.evictable_bytes -= entry.bytes;
             }
         }
         entry.pins += 1;
@@ -319,10 +312,11 @@ impl<V: Clone> CacheIndex<V> {
 
     /// The entry of `locator` is on disk now.
     pub fn disk_written(&mut self, locator: &Locator) {
-        if let Some(entry) = self.disk.get_mut(locator) {
+        if let Some(entry) = self.disk.get_mut(locator).filter(|entry| !entry.written) {
             entry.written = true;
             if entry.pins == 0 {
                 self.disk_order.insert(entry.tick, *locator);
+                self.evictable_bytes += entry.bytes;
             }
         }
     }
@@ -339,6 +333,7 @@ impl<V: Clone> CacheIndex<V> {
             self.pinned_bytes -= entry.bytes;
         } else if entry.written {
             self.disk_order.remove(&entry.tick);
+            self.evictable_bytes -= entry.bytes;
         }
         for (status, chunks) in self.datasets.values_mut() {
             if chunks.remove(locator) {
@@ -384,6 +379,7 @@ impl<V: Clone> CacheIndex<V> {
                 entry.tick = self.released_tick;
                 if entry.written {
                     self.disk_order.insert(entry.tick, locator);
+                    self.evictable_bytes += entry.bytes;
                 }
             }
         }
@@ -541,6 +537,12 @@ mod tests {
                     .map(|entry| entry.bytes)
                     .sum();
                 assert_eq!(pinned, stats.l2_pinned_bytes);
+                let evictable: u64 = index.disk_order.values().map(|chunk| index.disk[chunk].bytes).sum();
+                assert_eq!(evictable, index.evictable_bytes);
+                assert_eq!(
+                    index.disk_order.len(),
+                    index.disk.values().filter(|e| e.written && e.pins == 0).count()
+                );
                 // Every chunk of a staged dataset is still held.
                 for (_, chunks) in index.datasets.values() {
                     assert!(chunks.iter().all(|chunk| index.disk.contains_key(chunk)));

@@ -452,24 +452,16 @@ async fn push_children(
 
 /// The extents of a file, one per distinct chunk.
 async fn file_extents(namespace: &Namespace, inode: InodeId, size_bytes: u64) -> Result<Vec<Extent>, ClientError> {
-    let mut extents: Vec<Extent> = Vec::new();
-    let mut position = 0;
-    while position < size_bytes {
-        let pieces = namespace
-            .pieces(inode, position, kiseki_api::EXTENTS_READ_BYTES_MAX)
-            .await?;
-        let Some(end) = pieces.last().map(ReadPiece::end_bytes) else {
-            break;
-        };
-        for piece in pieces {
-            if let ReadPiece::Extent { extent, .. } = piece {
-                if !extents.iter().any(|seen| seen.chunk_locator == extent.chunk_locator) {
-                    extents.push(extent);
-                }
-            }
-        }
-        position = end;
-    }
+    let mut seen = std::collections::HashSet::new();
+    let extents = namespace
+        .all_pieces(inode, size_bytes)
+        .await?
+        .into_iter()
+        .filter_map(|piece| match piece {
+            ReadPiece::Extent { extent, .. } => seen.insert(extent.chunk_locator).then_some(extent),
+            _ => None,
+        })
+        .collect();
     Ok(extents)
 }
 

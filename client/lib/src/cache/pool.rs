@@ -234,14 +234,19 @@ fn wipe_dir(dir: &Path, report: &mut WipeReport) -> io::Result<()> {
 
 /// Overwrites a file with zeros, flushed to the device, and answers its length.
 fn zero_fill(path: &Path) -> io::Result<u64> {
-    let mut file = OpenOptions::new().write(true).open(path)?;
+    zero_fill_file(&OpenOptions::new().write(true).open(path)?)
+}
+
+/// Overwrites an open file with zeros, flushed to the device, and answers its length.
+pub fn zero_fill_file(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
     let length = file.metadata()?.len();
     let zeros = vec![0u8; 1 << 20];
-    let mut left = length;
-    while left > 0 {
-        let step = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..step])?;
-        left -= step as u64;
+    let mut at = 0;
+    while at < length {
+        let step = (length - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..step], at)?;
+        at += step as u64;
     }
     if length > 0 {
         file.sync_data()?;
