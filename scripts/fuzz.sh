@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Fuzzes kiseki-net's frame decoder and body validation (net/wire/fuzz, target `decode`)
-# for a bounded time, starting from the checked-in seed corpus. Usage: scripts/fuzz.sh [seconds]
+# Fuzzes what faces the network for a bounded time each, starting from checked-in seed
+# corpora: kiseki-net's frame decoder and body validation (net/wire/fuzz, target
+# `decode`) and the S3 gateway's request parsing (gateways/gateway/fuzz, target
+# `request`). Usage: scripts/fuzz.sh [seconds per target]
 #
 # The toolchain is the fixed stable one; cargo-fuzz passes nightly-only flags (-Z ...) to
 # rustc, which RUSTC_BOOTSTRAP=1 allows on stable. Installs cargo-fuzz if missing. A crash
-# leaves its input under net/wire/fuzz/artifacts/decode/ and fails the script; reproduce it
-# with `RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir net/wire/fuzz decode <file>`.
+# leaves its input under FUZZ_DIR/artifacts/TARGET/ and fails the script; reproduce it
+# with `RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir FUZZ_DIR TARGET <file>`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
@@ -17,19 +19,28 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-fuzz_dir=net/wire/fuzz
 target_dir="${KISEKI_FUZZ_TARGET_DIR:-/var/tmp/kiseki-fuzz-target}"
-# The working corpus grows while fuzzing; it lives outside the clone and starts from the
-# seeds each time, so runs are repeatable and the checked-in corpus stays small.
-corpus="$(mktemp -d /tmp/kiseki-fuzz-corpus.XXXXXX)"
-trap 'rm -rf "$corpus"' EXIT
-cp "$fuzz_dir"/seeds/decode/* "$corpus"/
+# fuzz_one FUZZ_DIR TARGET MAX_LEN
+fuzz_one() {
+    local fuzz_dir="$1" target="$2" max_len="$3"
+    # The working corpus grows while fuzzing; it lives outside the clone and starts from
+    # the seeds each time, so runs are repeatable and the checked-in corpus stays small.
+    local corpus
+    corpus="$(mktemp -d /tmp/kiseki-fuzz-corpus.XXXXXX)"
+    cp "$fuzz_dir"/seeds/"$target"/* "$corpus"/
+    # The crates forbid unsafe code, so AddressSanitizer adds little beyond cost: fuzz
+    # with libFuzzer's coverage and panics as the oracle (debug assertions and overflow
+    # checks on).
+    echo "== cargo fuzz build ($target)"
+    cargo fuzz build --fuzz-dir "$fuzz_dir" --target-dir "$target_dir/$target" --sanitizer none \
+        --debug-assertions "$target"
+    echo "== cargo fuzz run ($target, ${seconds} s)"
+    cargo fuzz run --fuzz-dir "$fuzz_dir" --target-dir "$target_dir/$target" --sanitizer none \
+        --debug-assertions "$target" "$corpus" -- -max_total_time="$seconds" -max_len="$max_len" \
+        -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+    rm -rf "$corpus"
+}
 
-# The crate forbids unsafe code, so AddressSanitizer adds little beyond cost: fuzz with
-# libFuzzer's coverage and panics as the oracle (debug assertions on, overflow checks too).
-echo "== cargo fuzz build (decode)"
-cargo fuzz build --fuzz-dir "$fuzz_dir" --target-dir "$target_dir" --sanitizer none --debug-assertions decode
-echo "== cargo fuzz run (decode, ${seconds} s)"
-cargo fuzz run --fuzz-dir "$fuzz_dir" --target-dir "$target_dir" --sanitizer none --debug-assertions decode \
-    "$corpus" -- -max_total_time="$seconds" -max_len=8192 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
-echo "== fuzzing found nothing in ${seconds} s"
+fuzz_one net/wire/fuzz decode 8192
+fuzz_one gateways/gateway/fuzz request 16384
+echo "== fuzzing found nothing in ${seconds} s per target"

@@ -14,6 +14,9 @@ command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v bindfs >/dev/null 2>&1 || need_apt+=(bindfs)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# S3 gateway tests: rclone (Debian) beside the aws CLI and boto3 (PyPI, in a venv below).
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -33,4 +36,18 @@ if [ ! -x "$pjdfstest_root/bin/pjdfstest" ]; then
 fi
 if [ "$(id -u)" = 0 ] && ! id tests >/dev/null 2>&1; then
   useradd --no-create-home --shell /usr/sbin/nologin tests
+fi
+# The Python venv of the S3 tests: boto3 and the aws CLI from PyPI. Tests find it through
+# KISEKI_VENV (default below) and skip nothing: a missing venv fails them.
+venv=/var/tmp/kiseki-venv
+if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3' >/dev/null 2>&1; then
+  echo "setup: creating $venv (boto3, awscli)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check boto3 awscli
+fi
+# The baseline of `kiseki bench s3`: s3s-fs, a plain S3 server on a local directory.
+s3s_fs_root=/var/tmp/s3s-fs
+if [ ! -x "$s3s_fs_root/bin/s3s-fs" ]; then
+  echo "setup: installing s3s-fs 0.14.1 under $s3s_fs_root"
+  cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary --root "$s3s_fs_root"
 fi

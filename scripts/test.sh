@@ -23,21 +23,22 @@ passed=$(grep '^test result:' "$test_log" | grep -o '[0-9]* passed' | awk '{sum 
 failed=$(grep '^test result:' "$test_log" | grep -o '[0-9]* failed' | awk '{sum += $1} END {print sum + 0}')
 
 echo "== benchmark smoke (quick; figures are printed, never asserted)"
-# `bench meta`, `io` and `fuse` start kiseki-server (and kiseki-client-fuse) processes: the
-# binaries must sit beside kiseki.
-cargo build --release --locked -p kiseki-cli -p kiseki-server -p kiseki-client-fuse
+# `bench meta`, `io`, `fuse` and `s3` start kiseki-server (and kiseki-client-fuse,
+# kiseki-gateway) processes: the binaries must sit beside kiseki.
+cargo build --release --locked -p kiseki-cli -p kiseki-server -p kiseki-client-fuse -p kiseki-gateway
 smoke_device="/dev/shm/kiseki-bench-smoke.img"
 trap 'rm -f "$smoke_device" "$test_log"' EXIT
 "$CARGO_TARGET_DIR/release/kiseki" bench engine --device "$smoke_device" --size 1GiB --quick --json
 "$CARGO_TARGET_DIR/release/kiseki" bench pipeline --quick --json
 "$CARGO_TARGET_DIR/release/kiseki" bench meta --quick --json
 "$CARGO_TARGET_DIR/release/kiseki" bench io --quick --json
+"$CARGO_TARGET_DIR/release/kiseki" bench s3 --quick --json
 if [ -e /dev/fuse ] && [ "$(id -u)" = 0 ]; then
   "$CARGO_TARGET_DIR/release/kiseki" bench fuse --quick --json
 else
   echo "bench fuse skipped: needs root and /dev/fuse"
 fi
-echo "== fuzz smoke (kiseki-net frame decoder and bodies; 30 s, seeds in net/wire/fuzz/seeds)"
+echo "== fuzz smoke (kiseki-net frames and bodies, S3 requests; 30 s each, seeds in */fuzz/seeds)"
 scripts/fuzz.sh 30
 echo "== all tests passed"
 echo "tests: $passed passed, $failed failed"

@@ -16,3 +16,4 @@ pub mod io;
 pub mod meta;
 pub mod pipeline;
 pub mod report;
+pub mod s3;

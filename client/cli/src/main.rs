@@ -132,6 +132,26 @@ enum Suite {
         #[arg(long)]
         json: bool,
     },
+    /// S3 through kiseki-gateway (a one-node cluster, EC 4+2) vs s3s-fs on the same disk:
+    /// 64 MiB and 4 KiB PUT and GET at several concurrencies, with p50/p99 latencies.
+    S3 {
+        /// Parent of the working directory; default: the system's temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The baseline server (default: /var/tmp/s3s-fs/bin/s3s-fs, as scripts/setup.sh
+        /// installs it, else `s3s-fs` on PATH).
+        #[arg(long, env = "KISEKI_S3S_FS")]
+        s3s_fs: Option<PathBuf>,
+        /// A short run for smoke tests (concurrency 1 and 4, 8 MiB objects).
+        #[arg(long)]
+        quick: bool,
+        /// Runs the suite this many times and reports each case's median.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// One JSON object per case per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Chunk pipeline (chunk, key, encrypt, encode, CRC) vs its stages and memcpy.
     Pipeline {
         /// Highest core count to measure; default: all available.
@@ -409,6 +429,13 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            Suite::S3 {
+                dir,
+                s3s_fs,
+                quick,
+                repeat,
+                json,
+            } => bench_s3(dir, s3s_fs, quick, repeat, json),
             Suite::Pipeline {
                 cores,
                 quick,
@@ -424,4 +451,37 @@ fn main() -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// `kiseki bench s3`.
+fn bench_s3(
+    dir: Option<PathBuf>,
+    s3s_fs: Option<PathBuf>,
+    quick: bool,
+    repeat: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let installed = PathBuf::from("/var/tmp/s3s-fs/bin/s3s-fs");
+    let s3s_fs = s3s_fs.unwrap_or_else(|| match installed.is_file() {
+        true => installed,
+        false => PathBuf::from("s3s-fs"),
+    });
+    let (server, gateway) = (up::server_binary(), up::binary_beside("kiseki-gateway"));
+    let mut options = match quick {
+        true => kiseki_bench::s3::S3Options::quick(server, gateway, s3s_fs),
+        false => kiseki_bench::s3::S3Options::full(server, gateway, s3s_fs),
+    };
+    options.directory = dir;
+    let failures = std::cell::RefCell::new(Vec::new());
+    let cases = median_of_runs(repeat, || {
+        let report = kiseki_bench::s3::run(&options)?;
+        failures.borrow_mut().extend(report.failures);
+        Ok(report.cases)
+    })?;
+    print_all(&cases, json);
+    let failures = failures.into_inner();
+    if !failures.is_empty() {
+        anyhow::bail!("not measured:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
 }

@@ -190,6 +190,7 @@ async fn create(client: &MetaClient, shard: u64, numbers: std::ops::Range<u32>, 
                 stdout.flush()?;
             }
             DeltaOutcome::Refused(error) => bail!("creating {name}: {error}"),
+            other => bail!("creating {name}: unexpected outcome {other:?}"),
         }
     }
     Ok(())

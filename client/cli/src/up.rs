@@ -1,13 +1,16 @@
 //! `kiseki up`: the embedded default. It formats file-backed devices under the data
 //! directory on first use, writes the cluster map, and runs `--nodes N` storage nodes as
 //! child processes (node k on 127.0.0.k), each hosting its shard replicas; it prints
-//! where they listen and stops them all on Ctrl-C or SIGTERM. The gateway, control
-//! plane and key server join as they are built.
+//! where they listen, starts the S3 gateway (`kiseki-gateway s3`) for a default tenant
+//! on namespace 1 with credentials it makes once (`DATA_DIR/gateway.json`), and stops
+//! them all on Ctrl-C or SIGTERM. The control plane and key server join as they are
+//! built.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use anyhow::{bail, Context};
+use kiseki_gateway::config::{GatewayConfig, TenantConfig};
 use kiseki_store::units::parse_bytes;
 use kiseki_store::{format_device, read_superblock, FormatOptions, StoreError};
 
@@ -38,6 +41,44 @@ pub struct UpOptions {
     /// Shards of the namespace (used when the cluster map is first written).
     #[arg(long, default_value_t = 8)]
     pub shards: u64,
+    /// Port of the S3 gateway on 127.0.0.1 (0: no gateway).
+    #[arg(long, default_value_t = 9000)]
+    pub s3_port: u16,
+}
+
+/// The gateway's tenants file: made once with a default tenant on namespace 1 and new
+/// credentials, reused after.
+fn gateway_config(options: &UpOptions, keys: &Path) -> anyhow::Result<(PathBuf, GatewayConfig)> {
+    let path = options.data_dir.join("gateway.json");
+    if path.exists() {
+        return Ok((path.clone(), GatewayConfig::load(&path)?));
+    }
+    let (access_key, secret_key) = kiseki_gateway::config::new_credentials();
+    let config = GatewayConfig {
+        tenants: vec![TenantConfig {
+            name: "default".into(),
+            access_key,
+            secret_key,
+            namespace: 1,
+            keys: std::path::absolute(keys)?,
+        }],
+    };
+    config.save(&path)?;
+    Ok((path, config))
+}
+
+fn start_gateway(options: &UpOptions, tenants: &Path, port_base: u16) -> anyhow::Result<Child> {
+    let child = Command::new(binary_beside("kiseki-gateway"))
+        .arg("s3")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", options.s3_port))
+        .arg("--cluster")
+        .arg(format!("127.0.0.1:{port_base}"))
+        .arg("--tenants")
+        .arg(tenants)
+        .spawn()
+        .context("starting kiseki-gateway (is it built and beside kiseki?)")?;
+    Ok(child)
 }
 
 /// The `kiseki-server` binary: beside this one, else on PATH.
@@ -157,6 +198,30 @@ pub fn run(options: UpOptions) -> anyhow::Result<()> {
         }
     }
     let port_base = kiseki_shard_host::ClusterMap::load(&map)?.nodes[0].port_base;
+    if options.s3_port != 0 {
+        let started = gateway_config(&options, &keys).and_then(|(tenants, config)| {
+            let child = start_gateway(&options, &tenants, port_base)?;
+            let tenant = &config.tenants[0];
+            println!(
+                "  s3: http://127.0.0.1:{} (pid {}), tenant {}: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} \
+                 (region us-east-1, path style; all tenants in {})",
+                options.s3_port,
+                child.id(),
+                tenant.name,
+                tenant.access_key,
+                tenant.secret_key,
+                tenants.display()
+            );
+            Ok(child)
+        });
+        match started {
+            Ok(child) => children.push(child),
+            Err(error) => {
+                stop_all(&mut children);
+                return Err(error);
+            }
+        }
+    }
     println!(
         "kiseki up: {} node(s), {cores} core(s) each, map {}; try `kiseki meta status --seed 127.0.0.1:{port_base}`",
         options.nodes,
@@ -191,6 +256,9 @@ pub fn run(options: UpOptions) -> anyhow::Result<()> {
     handle.close();
     let _ = forwarder.join();
     if let Some((node, status)) = failed {
+        if node as u64 > options.nodes {
+            bail!("kiseki-gateway exited with {status}");
+        }
         bail!("kiseki-server node {node} exited with {status}");
     }
     Ok(())

@@ -26,7 +26,7 @@ fn up(data_dir: &Path, nodes: u64, port_base: u16, metrics_port: u16) -> Child {
     );
     let mut child = Command::new(KISEKI)
         .args(["up", "--cores", "1", "--device-size", "512MiB"])
-        .args(["--nodes", &nodes.to_string(), "--shards", "2"])
+        .args(["--nodes", &nodes.to_string(), "--shards", "2", "--s3-port", "0"])
         .args([
             "--port-base",
             &port_base.to_string(),

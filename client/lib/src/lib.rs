@@ -32,6 +32,7 @@ mod health;
 mod keys;
 mod links;
 mod namespace;
+mod objects;
 mod posix;
 
 pub use client::{Client, ClientOptions};
@@ -43,4 +44,5 @@ pub use namespace::{
     default_durability, parse_durability, path_components, write_quorum, Namespace, NamespaceOptions, ReadSummary,
     WriteSummary,
 };
+pub use objects::{ObjectWriter, StoredData};
 pub use posix::{Capacity, Creator};

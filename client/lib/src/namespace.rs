@@ -135,6 +135,7 @@ pub fn path_components(path: &str) -> Result<Vec<&[u8]>, ClientError> {
 pub(crate) fn applied(outcome: DeltaOutcome) -> Result<(Option<InodeId>, Option<Attributes>), ClientError> {
     match outcome {
         DeltaOutcome::Done { inode, attributes } => Ok((inode, attributes)),
+        DeltaOutcome::UploadBegun { .. } => Ok((None, None)),
         DeltaOutcome::Refused(error) => Err(ClientError::Namespace(error)),
     }
 }
@@ -205,7 +206,9 @@ impl Namespace {
         NamespaceId(self.shard)
     }
 
-    pub(crate) async fn propose(&self, delta: &Delta) -> Result<(Option<InodeId>, Option<Attributes>), ClientError> {
+    /// Proposes `delta` to the namespace's shard: the inode it created or changed and
+    /// that inode's attributes, or the shard's typed refusal (`ClientError::Namespace`).
+    pub async fn propose(&self, delta: &Delta) -> Result<(Option<InodeId>, Option<Attributes>), ClientError> {
         let (_, outcome) = self.client.propose(self.shard, delta).await?;
         applied(outcome)
     }
@@ -498,7 +501,7 @@ pub(crate) fn unexpected(answer: &ReadAnswer) -> ClientError {
 type ChunkWrite = JoinHandle<Result<Extent, ClientError>>;
 
 /// Streams one file's bytes into chunks, fragments and extent commits.
-struct FileWriter<'n> {
+pub(crate) struct FileWriter<'n> {
     namespace: &'n Namespace,
     inode: InodeId,
     chunker: StreamChunker,
@@ -511,10 +514,17 @@ struct FileWriter<'n> {
     chunks: u64,
     /// Commit as appends at the file's end, wherever it is then.
     append: bool,
+    /// Keep durable extents here instead of committing them (objects: the gateway commits
+    /// them whole in one delta).
+    collected: Option<Vec<Extent>>,
 }
 
 impl<'n> FileWriter<'n> {
-    fn new(namespace: &'n Namespace, inode: InodeId, offset_bytes: u64) -> Result<FileWriter<'n>, ClientError> {
+    pub(crate) fn new(
+        namespace: &'n Namespace,
+        inode: InodeId,
+        offset_bytes: u64,
+    ) -> Result<FileWriter<'n>, ClientError> {
         let config = namespace.options.write;
         Ok(FileWriter {
             namespace,
@@ -527,10 +537,11 @@ impl<'n> FileWriter<'n> {
             written_bytes: 0,
             chunks: 0,
             append: false,
+            collected: None,
         })
     }
 
-    async fn push(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
+    pub(crate) async fn push(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
         while !data.is_empty() {
             let taken = self.chunker.push(data);
             data = &data[taken..];
@@ -539,18 +550,40 @@ impl<'n> FileWriter<'n> {
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<WriteSummary, ClientError> {
+    pub(crate) async fn finish(mut self) -> Result<WriteSummary, ClientError> {
+        self.flush_all().await?;
+        Ok(self.summary())
+    }
+
+    /// Finishes a collecting writer: the extents of everything pushed, end to end, every
+    /// one durable, none committed.
+    pub(crate) async fn finish_collected(mut self) -> Result<(Vec<Extent>, WriteSummary), ClientError> {
+        self.collected.get_or_insert_with(Vec::new);
+        self.flush_all().await?;
+        let summary = self.summary();
+        Ok((self.collected.take().unwrap_or_default(), summary))
+    }
+
+    async fn flush_all(&mut self) -> Result<(), ClientError> {
         self.chunker.finish();
         self.drain_chunks().await?;
         while let Some(write) = self.in_flight.pop_front() {
             self.chunk_durable(write).await?;
         }
-        self.commit().await?;
-        Ok(WriteSummary {
+        self.commit().await
+    }
+
+    fn summary(&self) -> WriteSummary {
+        WriteSummary {
             inode: self.inode,
             bytes: self.written_bytes,
             chunks: self.chunks,
-        })
+        }
+    }
+
+    /// Makes this writer keep its extents for [`FileWriter::finish_collected`].
+    pub(crate) fn collect(&mut self) {
+        self.collected = Some(Vec::new());
     }
 
     /// Encodes every complete chunk and starts writing its fragments.
@@ -606,6 +639,10 @@ impl<'n> FileWriter<'n> {
             return Ok(());
         }
         let extents = std::mem::take(&mut self.uncommitted);
+        if let Some(collected) = &mut self.collected {
+            collected.extend(extents);
+            return Ok(());
+        }
         let length: u64 = extents.iter().map(|extent| extent.length_bytes).sum();
         if self.append {
             let delta = Delta::AppendExtents {

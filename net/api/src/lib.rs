@@ -23,7 +23,8 @@ mod query;
 
 pub use cluster::{device_id, split_device_id, ClusterMap, NodeInfo, DEVICES_PER_NODE_MAX};
 pub use query::{
-    DeltaOutcome, ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX, WATCH_EVENTS_PER_READ_MAX,
+    DeltaOutcome, ListedEntry, NameBound, ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX,
+    WATCH_EVENTS_PER_READ_MAX,
 };
 
 /// Errors of the API types.

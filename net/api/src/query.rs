@@ -2,7 +2,10 @@
 //! their answers. These travel postcard-encoded inside the byte fields of the
 //! [`crate::meta`] envelopes.
 
-use kiseki_namespace::{Attributes, DirEntry, InodeId, NamespaceError, NamespaceStats, ReadPiece, WatchEvent};
+use kiseki_namespace::{
+    Attributes, DirEntry, InodeId, NamespaceError, NamespaceStats, ObjectMeta, PartInfo, ReadPiece, UploadId,
+    UploadInfo, WatchEvent,
+};
 use serde::{Deserialize, Serialize};
 
 /// What a proposer learns of its delta: kept small, since the consensus layer stores the
@@ -18,6 +21,12 @@ pub enum DeltaOutcome {
     },
     /// Refused; nothing changed.
     Refused(NamespaceError),
+    // New variants go last: outcomes are kept in snapshots for deduplication.
+    /// A `MultipartBegin` applied: the new upload.
+    UploadBegun {
+        /// The upload's id.
+        upload_id: UploadId,
+    },
 }
 
 /// A read a client may ask of a shard.
@@ -91,6 +100,52 @@ pub enum ReadQuery {
         /// The inode.
         inode: InodeId,
     },
+    // New variants go last.
+    /// Entries of a directory whose names start with `prefix`, in byte order of the names,
+    /// from `start`, with their attributes and ETags (S3 listings); answered with
+    /// `Listing`.
+    ListNames {
+        /// The directory.
+        dir: InodeId,
+        /// Names must start with this.
+        prefix: Vec<u8>,
+        /// Where to start.
+        start: NameBound,
+        /// At most this many entries (capped at [`READDIR_ENTRIES_MAX`]).
+        limit: u32,
+    },
+    /// A file's S3 metadata (`None` for a file not written as an object).
+    ObjectMeta {
+        /// The file.
+        inode: InodeId,
+    },
+    /// Multipart uploads in progress, in id order.
+    Uploads {
+        /// Uploads with an id above this one (all from the start when `None`).
+        after: Option<UploadId>,
+        /// At most this many (capped at [`READDIR_ENTRIES_MAX`]).
+        limit: u32,
+    },
+    /// The parts of an upload, in part-number order.
+    Parts {
+        /// The upload.
+        upload_id: UploadId,
+        /// Parts with a number above this one (0 to start).
+        after_part: u32,
+        /// At most this many (capped at [`READDIR_ENTRIES_MAX`]).
+        limit: u32,
+    },
+}
+
+/// Where a [`ReadQuery::ListNames`] starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NameBound {
+    /// At the first name with the prefix.
+    First,
+    /// At this name, included.
+    From(Vec<u8>),
+    /// After this name.
+    After(Vec<u8>),
 }
 
 /// The answer to a [`ReadQuery`].
@@ -121,6 +176,25 @@ pub enum ReadAnswer {
     Bytes(Vec<u8>),
     /// Names (of extended attributes).
     Names(Vec<Vec<u8>>),
+    /// A file's S3 metadata.
+    Object(Option<ObjectMeta>),
+    /// Multipart uploads.
+    Uploads(Vec<UploadInfo>),
+    /// Parts of an upload.
+    Parts(Vec<PartInfo>),
+    /// Entries of a `ListNames`.
+    Listing(Vec<ListedEntry>),
+}
+
+/// One entry of a [`ReadQuery::ListNames`] answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListedEntry {
+    /// The entry.
+    pub entry: DirEntry,
+    /// Its inode's attributes.
+    pub attributes: Attributes,
+    /// The object's ETag, for a file written as an object.
+    pub etag: Option<String>,
 }
 
 /// Watch events one read may return at most.

@@ -1,10 +1,13 @@
 //! The namespace as a replicated state machine.
 
+use std::ops::Bound;
+
 use kiseki_api::{
-    DeltaOutcome, ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX, WATCH_EVENTS_PER_READ_MAX,
+    DeltaOutcome, ListedEntry, NameBound, ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX,
+    WATCH_EVENTS_PER_READ_MAX,
 };
 use kiseki_consensus::StateMachine;
-use kiseki_namespace::{Delta, NamespaceConfig, NamespaceError, NamespaceSnapshot, NamespaceState};
+use kiseki_namespace::{Delta, InodeId, NamespaceConfig, NamespaceError, NamespaceSnapshot, NamespaceState};
 
 use crate::HostError;
 
@@ -68,8 +71,56 @@ impl NamespaceMachine {
             ReadQuery::ReadLink { inode } => self.state.view().readlink(*inode).map(ReadAnswer::Bytes),
             ReadQuery::GetXattr { inode, name } => self.state.view().getxattr(*inode, name).map(ReadAnswer::Bytes),
             ReadQuery::ListXattr { inode } => self.state.view().listxattr(*inode).map(ReadAnswer::Names),
+            ReadQuery::ListNames {
+                dir,
+                prefix,
+                start,
+                limit,
+            } => self.list_names(*dir, prefix, start, *limit),
+            ReadQuery::ObjectMeta { inode } => self.state.view().object_meta(*inode).map(ReadAnswer::Object),
+            ReadQuery::Uploads { after, limit } => Ok(ReadAnswer::Uploads(
+                self.state
+                    .view()
+                    .list_multipart(*after, (*limit).min(READDIR_ENTRIES_MAX) as usize),
+            )),
+            ReadQuery::Parts {
+                upload_id,
+                after_part,
+                limit,
+            } => self
+                .state
+                .view()
+                .list_parts(*upload_id, *after_part, (*limit).min(READDIR_ENTRIES_MAX) as usize)
+                .map(ReadAnswer::Parts),
         };
         result.unwrap_or_else(ReadAnswer::Failed)
+    }
+
+    fn list_names(
+        &self,
+        dir: InodeId,
+        prefix: &[u8],
+        start: &NameBound,
+        limit: u32,
+    ) -> Result<ReadAnswer, NamespaceError> {
+        let view = self.state.view();
+        let start = match start {
+            NameBound::First => Bound::Unbounded,
+            NameBound::From(name) => Bound::Included(name.as_slice()),
+            NameBound::After(name) => Bound::Excluded(name.as_slice()),
+        };
+        let entries = view.list_prefix_from(dir, prefix, start, limit.min(READDIR_ENTRIES_MAX) as usize)?;
+        let mut answer = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let attributes = view.getattr(entry.inode)?;
+            let etag = view.object_meta(entry.inode)?.map(|meta| meta.etag);
+            answer.push(ListedEntry {
+                entry,
+                attributes,
+                etag,
+            });
+        }
+        Ok(ReadAnswer::Listing(answer))
     }
 }
 
@@ -80,6 +131,12 @@ impl StateMachine for NamespaceMachine {
 
     fn apply(&mut self, index: u64, command: &Delta) -> DeltaOutcome {
         match self.state.apply(index, command) {
+            Ok(applied) if matches!(command, Delta::MultipartBegin { .. }) => match applied.upload_id {
+                Some(upload_id) => DeltaOutcome::UploadBegun { upload_id },
+                None => DeltaOutcome::Refused(NamespaceError::InvalidArgument {
+                    reason: "a multipart begin made no upload".into(),
+                }),
+            },
             Ok(applied) => DeltaOutcome::Done {
                 inode: applied.inode,
                 attributes: applied.attributes,

@@ -129,6 +129,14 @@ impl InodeRecord {
         self.attributes.mtime = time;
         self.touch(time);
     }
+
+    /// A file's bytes changed other than through an object put: its stored S3 ETag no
+    /// longer describes them and is dropped (the rest of its object metadata stays).
+    pub(crate) fn forget_etag(&mut self) {
+        if let Some(meta) = &mut self.object_meta {
+            meta.etag.clear();
+        }
+    }
 }
 
 /// A directory entry as stored under `(parent, name)`.

@@ -218,9 +218,26 @@ impl PinnedView {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<DirEntry>, NamespaceError> {
-        self.tables.directory(directory)?;
         let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded((directory, after.to_vec())),
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        self.list_prefix_from(directory, prefix, start, limit)
+    }
+
+    /// As [`PinnedView::list_prefix`], from `start` (a name bound, included or excluded;
+    /// names before `prefix` are skipped in any case).
+    pub fn list_prefix_from(
+        &self,
+        directory: InodeId,
+        prefix: &[u8],
+        start: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>, NamespaceError> {
+        self.tables.directory(directory)?;
+        let start = match start {
+            Bound::Excluded(name) if name >= prefix => Bound::Excluded((directory, name.to_vec())),
+            Bound::Included(name) if name >= prefix => Bound::Included((directory, name.to_vec())),
             _ => Bound::Included((directory, prefix.to_vec())),
         };
         let mut entries = Vec::new();

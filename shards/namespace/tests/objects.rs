@@ -138,6 +138,68 @@ fn object_put_creates_and_atomically_replaces() {
 }
 
 #[test]
+fn writes_truncates_and_appends_drop_a_stored_etag() {
+    let mut harness = Harness::new();
+    let bucket = harness.mkdir(ROOT, "bucket");
+    let content = ObjectContent::Extents(vec![extent(1, 0, 1000)]);
+    let changes: Vec<Box<dyn Fn(InodeId) -> Delta>> = vec![
+        Box::new(|inode| Delta::WriteExtents {
+            inode,
+            offset_bytes: 10,
+            extents: vec![extent(2, 0, 10)],
+            size_bytes: 1000,
+            mtime: time(9),
+            expected_generation: None,
+        }),
+        Box::new(|inode| Delta::Truncate {
+            inode,
+            size_bytes: 10,
+            mtime: time(9),
+            expected_generation: None,
+        }),
+        Box::new(|inode| Delta::AppendExtents {
+            inode,
+            extents: vec![extent(3, 0, 10)],
+            mtime: time(9),
+        }),
+        Box::new(|inode| Delta::SetAttr {
+            inode,
+            changes: kiseki_namespace::AttrChanges {
+                size_bytes: Some(5),
+                ..Default::default()
+            },
+            ctime: time(9),
+            guard: None,
+        }),
+    ];
+    for change in changes {
+        let inode = harness
+            .ok(put(bucket, "key", content.clone(), "e1", ObjectCondition::Any))
+            .inode
+            .unwrap();
+        harness.ok(change(inode));
+        let meta = harness.state.object_meta(inode).unwrap().unwrap();
+        assert_eq!(meta.etag, "", "the bytes changed: the MD5 no longer holds");
+        assert_eq!(meta.user_metadata.get("owner").map(String::as_str), Some("me"));
+    }
+    // Attribute changes alone keep it.
+    let inode = harness
+        .ok(put(bucket, "key", content, "e1", ObjectCondition::Any))
+        .inode
+        .unwrap();
+    harness.ok(Delta::SetAttr {
+        inode,
+        changes: kiseki_namespace::AttrChanges {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+        ctime: time(9),
+        guard: None,
+    });
+    assert_eq!(harness.state.object_meta(inode).unwrap().unwrap().etag, "e1");
+}
+
+#[test]
 fn object_put_errors() {
     let mut harness = Harness::with(NamespaceConfig::tiny());
     let dir = harness.mkdir(ROOT, "dir");

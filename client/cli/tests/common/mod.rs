@@ -40,6 +40,7 @@ pub struct Cluster {
     devices: u64,
     port_base: u16,
     metrics_port: u16,
+    s3_port: u16,
 }
 
 impl Cluster {
@@ -59,7 +60,20 @@ impl Cluster {
         // Ports p .. p+1 for the one core of each node on its own address; metrics on another.
         let port_base = free_port();
         let metrics_port = free_port();
-        Cluster::launch(data_dir, nodes, devices, device_size, port_base, metrics_port)
+        Cluster::launch(data_dir, nodes, devices, device_size, port_base, metrics_port, 0)
+    }
+
+    /// [`Cluster::start`] with the S3 gateway on a free port ([`Cluster::s3_endpoint`]),
+    /// serving the tenants of `DATA_DIR/gateway.json` (made by `kiseki up` if absent).
+    pub fn start_with_s3(data_dir: &Path, nodes: u64, devices: u64) -> Cluster {
+        let (port_base, metrics_port, s3_port) = (free_port(), free_port(), free_port());
+        Cluster::launch(data_dir, nodes, devices, "1GiB", port_base, metrics_port, s3_port)
+    }
+
+    /// The S3 endpoint, when the gateway runs.
+    pub fn s3_endpoint(&self) -> String {
+        assert!(self.s3_port != 0, "the cluster was started without the gateway");
+        format!("http://127.0.0.1:{}", self.s3_port)
     }
 
     /// Stops `kiseki up`, runs `between` (e.g. to damage a device), and starts it again
@@ -70,7 +84,7 @@ impl Cluster {
         self.stop();
         between(&data_dir);
         // The size only applies to devices not created yet.
-        Cluster::launch(&data_dir, nodes, devices, "512MiB", port_base, metrics_port)
+        Cluster::launch(&data_dir, nodes, devices, "512MiB", port_base, metrics_port, 0)
     }
 
     fn launch(
@@ -80,6 +94,7 @@ impl Cluster {
         device_size: &str,
         port_base: u16,
         metrics_port: u16,
+        s3_port: u16,
     ) -> Cluster {
         let mut up = Command::new(KISEKI)
             .args(["up", "--cores", "1", "--device-size", device_size, "--shards", "2"])
@@ -90,6 +105,7 @@ impl Cluster {
                 "--metrics-port",
                 &metrics_port.to_string(),
             ])
+            .args(["--s3-port", &s3_port.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
             .env(
@@ -103,8 +119,10 @@ impl Cluster {
         let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
         let mut node_pids = Vec::new();
         let mut ready = 0;
+        let mut gateway = s3_port == 0;
         for line in lines.by_ref() {
             let line = line.unwrap();
+            gateway |= line.starts_with("kiseki-gateway: S3 on");
             if let Some(rest) = line.strip_prefix("kiseki up: node ") {
                 let pid = rest
                     .split("(pid ")
@@ -115,12 +133,13 @@ impl Cluster {
             }
             if line == "ready" {
                 ready += 1;
-                if ready == nodes {
-                    break;
-                }
+            }
+            if ready == nodes && gateway {
+                break;
             }
         }
         assert_eq!(ready, nodes, "every node prints ready");
+        assert!(gateway, "the gateway starts");
         std::thread::spawn(move || for _ in lines {});
         Cluster {
             up,
@@ -132,6 +151,7 @@ impl Cluster {
             devices,
             port_base,
             metrics_port,
+            s3_port,
         }
     }
 

@@ -72,6 +72,7 @@ impl Tables {
         }
         record.attributes.size_bytes = record.attributes.size_bytes.max(size_bytes);
         record.touch_content(mtime);
+        record.forget_etag();
         self.put_inode(inode, record);
         cx.event(inode, WatchKind::DataModified, None);
         cx.inode = Some(inode);
@@ -113,6 +114,7 @@ impl Tables {
         inline[start..end].copy_from_slice(data);
         record.attributes.size_bytes = record.attributes.size_bytes.max(end as u64);
         record.touch_content(mtime);
+        record.forget_etag();
         self.put_inode(inode, record);
         cx.event(inode, WatchKind::DataModified, None);
         cx.inode = Some(inode);
@@ -152,6 +154,7 @@ impl Tables {
             inline.truncate(size_bytes as usize);
         }
         record.attributes.size_bytes = size_bytes;
+        record.forget_etag();
     }
 
     /// Changes attributes.

@@ -1,0 +1,416 @@
+//! The S3 gateway as users drive it: `kiseki up` starts it beside one node with six
+//! devices (EC 4+2); boto3 runs every operation and error case of `s3_ops.py` for two
+//! tenants; the aws CLI and rclone sync a tree both ways and compare checksums; a
+//! multi-GiB sparse object goes up and down; objects are files for the native client
+//! and the reverse; and a second gateway SIGKILLed mid-upload loses nothing that was
+//! acknowledged, while its unfinished upload can be listed and aborted through the first.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::Cluster;
+
+/// The venv `scripts/setup.sh` makes (boto3, the aws CLI).
+fn venv() -> PathBuf {
+    let venv = PathBuf::from(std::env::var("KISEKI_VENV").unwrap_or_else(|_| "/var/tmp/kiseki-venv".into()));
+    assert!(
+        venv.join("bin/aws").is_file(),
+        "{} needs boto3 and awscli: run scripts/setup.sh",
+        venv.display()
+    );
+    venv
+}
+
+struct Tenant {
+    access_key: String,
+    secret_key: String,
+}
+
+/// Writes a tenants file with tenants `a` (namespace 1) and `b` (namespace 2), each with
+/// its own keys, before `kiseki up` starts the gateway on it.
+fn tenants_file(data_dir: &Path) -> (Tenant, Tenant) {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let keys_b = data_dir.join("keys-b.json");
+    kiseki_client::KeyMaterial::load_or_create(&keys_b).unwrap();
+    let tenant = |name: &str, namespace: u64, keys: PathBuf| {
+        let (access_key, secret_key) = kiseki_gateway::config::new_credentials();
+        kiseki_gateway::config::TenantConfig {
+            name: name.into(),
+            access_key,
+            secret_key,
+            namespace,
+            keys,
+        }
+    };
+    let config = kiseki_gateway::config::GatewayConfig {
+        tenants: vec![tenant("a", 1, data_dir.join("keys.json")), tenant("b", 2, keys_b)],
+    };
+    config.save(&data_dir.join("gateway.json")).unwrap();
+    let [a, b] = [&config.tenants[0], &config.tenants[1]].map(|tenant| Tenant {
+        access_key: tenant.access_key.clone(),
+        secret_key: tenant.secret_key.clone(),
+    });
+    (a, b)
+}
+
+/// A command with tenant `a`'s credentials and no CA bundle (the environment's bundle
+/// breaks plain-HTTP endpoints).
+fn with_credentials(program: impl AsRef<std::ffi::OsStr>, tenant: &Tenant) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env("AWS_ACCESS_KEY_ID", &tenant.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &tenant.secret_key)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null());
+    command
+}
+
+fn succeed(mut command: Command, what: &str) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn aws(endpoint: &str, tenant: &Tenant, arguments: &[&str]) -> Command {
+    let mut command = with_credentials(venv().join("bin/aws"), tenant);
+    command.args(["--endpoint-url", endpoint]).args(arguments);
+    command
+}
+
+fn aws_ok(endpoint: &str, tenant: &Tenant, arguments: &[&str]) -> String {
+    let output = succeed(aws(endpoint, tenant, arguments), &format!("aws {arguments:?}"));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn rclone(endpoint: &str, tenant: &Tenant, arguments: &[&str]) -> Command {
+    let mut command = with_credentials("rclone", tenant);
+    command
+        .env("RCLONE_CONFIG_KISEKI_TYPE", "s3")
+        .env("RCLONE_CONFIG_KISEKI_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_KISEKI_ENDPOINT", endpoint)
+        .env("RCLONE_CONFIG_KISEKI_ACCESS_KEY_ID", &tenant.access_key)
+        .env("RCLONE_CONFIG_KISEKI_SECRET_ACCESS_KEY", &tenant.secret_key)
+        .env("RCLONE_CONFIG_KISEKI_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_KISEKI_FORCE_PATH_STYLE", "true")
+        .args(arguments);
+    command
+}
+
+/// A tree of files: sizes from 0 bytes to 9 MiB, nested directories, odd names.
+fn make_tree(root: &Path) {
+    let files: &[(&str, usize)] = &[
+        ("empty", 0),
+        ("one", 1),
+        ("notes/readme.md", 700),
+        ("notes/deep/er/file.txt", 4096),
+        ("data/blob-5m", 5 << 20),
+        ("data/blob-9m", (9 << 20) + 123),
+        ("data/with space.bin", 10_000),
+        ("data/plus+and=equals.bin", 2_000),
+    ];
+    for (index, (path, size)) in files.iter().enumerate() {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let data: Vec<u8> = (0..*size)
+            .map(|byte| (byte * 31 + index * 7 + byte / 4099) as u8)
+            .collect();
+        std::fs::write(path, data).unwrap();
+    }
+}
+
+fn same_trees(left: &Path, right: &Path) {
+    let output = Command::new("diff").arg("-r").arg(left).arg(right).output().unwrap();
+    assert!(
+        output.status.success(),
+        "trees differ: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+/// Starts a second gateway on the same tenants; waits until it listens.
+fn second_gateway(data_dir: &Path, seed: &str) -> (Child, String) {
+    let binary = Path::new(common::KISEKI).with_file_name("kiseki-gateway");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(binary)
+        .args(["s3", "--listen", &format!("127.0.0.1:{port}"), "--cluster", seed])
+        .arg("--tenants")
+        .arg(data_dir.join("gateway.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.starts_with("kiseki-gateway: S3 on"), "{line}");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+#[test]
+fn s3_gateway_serves_real_clients() {
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let (a, b) = tenants_file(&data_dir);
+    let cluster = Cluster::start_with_s3(&data_dir, 1, 6);
+    let endpoint = cluster.s3_endpoint();
+
+    // Every operation and error case through boto3, for two tenants.
+    let script = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("tests/s3_ops.py");
+    let mut boto = with_credentials(venv().join("bin/python"), &a);
+    boto.arg(&script)
+        .arg(&endpoint)
+        .env("KA_KEY", &a.access_key)
+        .env("KA_SECRET", &a.secret_key)
+        .env("KB_KEY", &b.access_key)
+        .env("KB_SECRET", &b.secret_key);
+    let output = succeed(boto, "s3_ops.py");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("all s3 checks passed"));
+
+    // The aws CLI: sync a tree up and down.
+    let tree = scratch.path().join("tree");
+    make_tree(&tree);
+    aws_ok(&endpoint, &a, &["s3", "mb", "s3://cli-tree"]);
+    aws_ok(&endpoint, &a, &["s3", "sync", tree.to_str().unwrap(), "s3://cli-tree/"]);
+    let listing = aws_ok(&endpoint, &a, &["s3", "ls", "--recursive", "s3://cli-tree/"]);
+    assert_eq!(listing.lines().count(), 8, "{listing}");
+    let down = scratch.path().join("down-aws");
+    aws_ok(&endpoint, &a, &["s3", "sync", "s3://cli-tree/", down.to_str().unwrap()]);
+    same_trees(&tree, &down);
+
+    // rclone: sync up, check checksums against the listing's MD5 ETags, sync down.
+    let mut up = rclone(
+        &endpoint,
+        &a,
+        &["sync", "--checksum", tree.to_str().unwrap(), "kiseki:rclone-tree"],
+    );
+    up.arg("--s3-upload-cutoff").arg("6M").arg("--s3-chunk-size").arg("5M");
+    succeed(up, "rclone sync up");
+    succeed(
+        rclone(&endpoint, &a, &["check", tree.to_str().unwrap(), "kiseki:rclone-tree"]),
+        "rclone check",
+    );
+    let back = scratch.path().join("down-rclone");
+    succeed(
+        rclone(
+            &endpoint,
+            &a,
+            &["sync", "--checksum", "kiseki:rclone-tree", back.to_str().unwrap()],
+        ),
+        "rclone sync down",
+    );
+    same_trees(&tree, &back);
+
+    // A multi-GiB object: a sparse file through multipart, back byte for byte.
+    let sparse = scratch.path().join("sparse.img");
+    let file = std::fs::File::create(&sparse).unwrap();
+    file.set_len(2 << 30).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sparse)
+        .and_then(|mut file| {
+            use std::io::{Seek, Write};
+            file.seek(std::io::SeekFrom::Start((1 << 30) + 12345))?;
+            file.write_all(b"a marker in the middle of two GiB")
+        })
+        .unwrap();
+    aws_ok(
+        &endpoint,
+        &a,
+        &["s3", "cp", sparse.to_str().unwrap(), "s3://cli-tree/sparse.img"],
+    );
+    let sparse_back = scratch.path().join("sparse-back.img");
+    aws_ok(
+        &endpoint,
+        &a,
+        &["s3", "cp", "s3://cli-tree/sparse.img", sparse_back.to_str().unwrap()],
+    );
+    let compared = Command::new("cmp").arg(&sparse).arg(&sparse_back).status().unwrap();
+    assert!(compared.success(), "the 2 GiB object reads back identical");
+    std::fs::remove_file(&sparse_back).unwrap();
+
+    // Objects are files and files are objects (namespace 1 is tenant a's).
+    let through_cli = cluster.ok(&["get", "/cli-tree/notes/readme.md", "-"], None);
+    assert_eq!(through_cli, std::fs::read(tree.join("notes/readme.md")).unwrap());
+    cluster.ok(
+        &["put", "-", "/cli-tree/from-cli/hello.txt"],
+        Some(b"written by kiseki put\n"),
+    );
+    let through_s3 = scratch.path().join("hello.txt");
+    aws_ok(
+        &endpoint,
+        &a,
+        &[
+            "s3",
+            "cp",
+            "s3://cli-tree/from-cli/hello.txt",
+            through_s3.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(&through_s3).unwrap(), b"written by kiseki put\n");
+    // Rewriting an object as a file drops its MD5: the ETag S3 shows changes with the bytes.
+    let etag = |key: &str| {
+        let head = aws_ok(
+            &endpoint,
+            &a,
+            &["s3api", "head-object", "--bucket", "cli-tree", "--key", key],
+        );
+        let head: serde_json::Value = serde_json::from_str(&head).unwrap();
+        head["ETag"].as_str().unwrap().trim_matches('"').to_owned()
+    };
+    let before = etag("notes/readme.md");
+    cluster.ok(
+        &["put", "-", "/cli-tree/notes/readme.md"],
+        Some(b"rewritten as a file\n"),
+    );
+    assert_ne!(etag("notes/readme.md"), before, "a stale MD5 is never shown");
+
+    gateway_killed_mid_upload(&cluster, &data_dir, &endpoint, &a, scratch.path());
+    cluster.stop();
+}
+
+/// A second gateway acknowledges an object and a part, then is SIGKILLed during an upload:
+/// the first gateway serves the acknowledged object and the old version of the key being
+/// replaced, lists the unfinished upload with its part, and aborts it.
+fn gateway_killed_mid_upload(cluster: &Cluster, data_dir: &Path, endpoint: &str, a: &Tenant, scratch: &Path) {
+    let (mut doomed, doomed_endpoint) = second_gateway(data_dir, &cluster.seed);
+    let original = scratch.join("original.bin");
+    std::fs::write(&original, vec![7u8; 3 << 20]).unwrap();
+    aws_ok(
+        &doomed_endpoint,
+        a,
+        &["s3", "cp", original.to_str().unwrap(), "s3://cli-tree/crash/key"],
+    );
+    let upload = aws_ok(
+        &doomed_endpoint,
+        a,
+        &[
+            "s3api",
+            "create-multipart-upload",
+            "--bucket",
+            "cli-tree",
+            "--key",
+            "crash/parts",
+            "--output",
+            "text",
+            "--query",
+            "UploadId",
+        ],
+    );
+    let upload_id = upload.trim().to_owned();
+    aws_ok(
+        &doomed_endpoint,
+        a,
+        &[
+            "s3api",
+            "upload-part",
+            "--bucket",
+            "cli-tree",
+            "--key",
+            "crash/parts",
+            "--part-number",
+            "1",
+            "--upload-id",
+            &upload_id,
+            "--body",
+            original.to_str().unwrap(),
+        ],
+    );
+    // A large replacement of crash/key, killed while it streams.
+    let large = scratch.join("large.bin");
+    let data: Vec<u8> = (0..(400usize << 20)).map(|index| (index % 251) as u8).collect();
+    std::fs::write(&large, data).unwrap();
+    let mut replacing = aws(
+        &doomed_endpoint,
+        a,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "cli-tree",
+            "--key",
+            "crash/key",
+            "--body",
+            large.to_str().unwrap(),
+        ],
+    );
+    let mut replacing = replacing.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .arg("-KILL")
+        .arg(doomed.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    doomed.wait().unwrap();
+    let _ = replacing.wait();
+
+    let after = scratch.join("after.bin");
+    aws_ok(
+        endpoint,
+        a,
+        &["s3", "cp", "s3://cli-tree/crash/key", after.to_str().unwrap()],
+    );
+    let after = std::fs::read(&after).unwrap();
+    assert!(
+        after == std::fs::read(&original).unwrap() || after == std::fs::read(&large).unwrap(),
+        "the key holds the old object or the whole new one ({} bytes)",
+        after.len()
+    );
+    let uploads = aws_ok(
+        endpoint,
+        a,
+        &["s3api", "list-multipart-uploads", "--bucket", "cli-tree"],
+    );
+    assert!(uploads.contains(&upload_id), "{uploads}");
+    let parts = aws_ok(
+        endpoint,
+        a,
+        &[
+            "s3api",
+            "list-parts",
+            "--bucket",
+            "cli-tree",
+            "--key",
+            "crash/parts",
+            "--upload-id",
+            &upload_id,
+        ],
+    );
+    assert!(
+        parts.contains("\"PartNumber\": 1") && parts.contains("3145728"),
+        "{parts}"
+    );
+    aws_ok(
+        endpoint,
+        a,
+        &[
+            "s3api",
+            "abort-multipart-upload",
+            "--bucket",
+            "cli-tree",
+            "--key",
+            "crash/parts",
+            "--upload-id",
+            &upload_id,
+        ],
+    );
+    let uploads = aws_ok(
+        endpoint,
+        a,
+        &["s3api", "list-multipart-uploads", "--bucket", "cli-tree"],
+    );
+    assert!(!uploads.contains(&upload_id), "{uploads}");
+}

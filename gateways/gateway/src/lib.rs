@@ -1,0 +1,35 @@
+//! `kiseki-gateway`: protocol front ends for clients that do not link the native client.
+//! Today it speaks S3 ([`s3`]); NFSv3 joins it later (issue 8) over the same tenants.
+//!
+//! **What it owns.** The S3 service: SigV4 authentication against each tenant's access
+//! keys ([`config`]), buckets as top-level directories of the tenant's namespace, objects
+//! as files under them ([`s3::paths`] documents the key ↔ path mapping), listings in key
+//! order, multipart uploads, copies that reuse the source's chunks, and the HTTP server
+//! around it ([`server`]: bounded requests in flight, request ids, browser POST uploads
+//! refused). Chunking, encryption and erasure coding happen here, in the gateway, through
+//! `kiseki-client`: storage nodes only ever see sealed fragments.
+//!
+//! **Invariants.**
+//! - I-K1: no plaintext leaves the gateway except to the S3 client that sent or asked
+//!   for it; chunks are sealed before their fragments are sent.
+//! - I-S1: an object's bytes become visible only whole: its data is durable before the
+//!   one delta that names it (`ObjectPut`, `MultipartComplete`) is proposed, so a reader
+//!   sees the old object or the new one, never a mix, and a gateway killed mid-upload
+//!   leaves the previous object intact.
+//! - I-S2: a request on a bucket the caller's tenant does not own is refused
+//!   (`AccessDenied`) before it touches any namespace.
+//! - Memory per request is bounded whatever the object's size: bodies stream through the
+//!   chunker's window and a bounded number of chunks in flight.
+//!
+//! **Where it runs.** Its own process, on tokio (multi-threaded): s3s handlers are `Send`
+//! futures and the native client is `Send + Sync`, so no bridge between runtimes is
+//! needed ([decision 0011](../../../docs/decisions/0011-s3-gateway.md)).
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod error;
+pub mod fuzzing;
+pub mod s3;
+pub mod server;
+
+pub use error::GatewayError;
