@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds Kiseki and runs a local node on file-backed devices (`kiseki up`).
+# Builds Kiseki and runs a local node on file-backed devices and the S3 gateway (`kiseki up`).
 # Extra arguments go to `kiseki up` (try --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/kiseki-target}"
-cargo build --release --locked -p kiseki-cli -p kiseki-server -p kiseki-client-fuse
+cargo build --release --locked -p kiseki-cli -p kiseki-server -p kiseki-client-fuse -p kiseki-gateway
 exec "$CARGO_TARGET_DIR/release/kiseki" up "$@"

@@ -58,6 +58,27 @@ pub struct StoredHeaders {
 }
 
 impl StoredHeaders {
+    /// The headers of a request, in the order S3's inputs name them.
+    pub fn new(
+        content_type: Option<String>,
+        user: Option<Metadata>,
+        content_encoding: Option<String>,
+        content_disposition: Option<String>,
+        content_language: Option<String>,
+        cache_control: Option<String>,
+    ) -> StoredHeaders {
+        StoredHeaders {
+            content_type,
+            user,
+            other: vec![
+                (CONTENT_ENCODING, content_encoding),
+                (CONTENT_DISPOSITION, content_disposition),
+                (CONTENT_LANGUAGE, content_language),
+                (CACHE_CONTROL, cache_control),
+            ],
+        }
+    }
+
     /// The object metadata to store, with `etag`.
     pub fn into_meta(self, etag: String) -> ObjectMeta {
         let user_metadata: BTreeMap<String, String> = self.user.unwrap_or_default().into_iter().collect();
@@ -122,6 +143,20 @@ pub struct ReadConditions<'a> {
     pub if_modified_since: Option<&'a Timestamp>,
     /// `If-Unmodified-Since`.
     pub if_unmodified_since: Option<&'a Timestamp>,
+}
+
+/// The byte range a GET or HEAD serves of an object of `size` bytes, and its
+/// `Content-Range` when a range was asked for (`InvalidRange` when it is empty or beyond).
+pub fn served_range(range: Option<&s3s::dto::Range>, size: u64) -> S3Result<(std::ops::Range<u64>, Option<String>)> {
+    let Some(range) = range else {
+        return Ok((0..size, None));
+    };
+    let range = range.check(size)?;
+    if range.is_empty() {
+        return Err(s3_error!(InvalidRange));
+    }
+    let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+    Ok((range, Some(content_range)))
 }
 
 /// Seconds since the epoch (HTTP dates have whole seconds).

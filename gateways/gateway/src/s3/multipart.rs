@@ -83,16 +83,14 @@ pub(crate) async fn create(
     let Some(dirs) = parent_dirs(&bucket, &path, true).await? else {
         return Err(s3_error!(InternalError, "parent directories were not created"));
     };
-    let headers = StoredHeaders {
-        content_type: input.content_type,
-        user: input.metadata,
-        other: vec![
-            (meta::CONTENT_ENCODING, input.content_encoding),
-            (meta::CONTENT_DISPOSITION, input.content_disposition),
-            (meta::CONTENT_LANGUAGE, input.content_language),
-            (meta::CACHE_CONTROL, input.cache_control),
-        ],
-    };
+    let headers = StoredHeaders::new(
+        input.content_type,
+        input.metadata,
+        input.content_encoding,
+        input.content_disposition,
+        input.content_language,
+        input.cache_control,
+    );
     let mut meta = headers.into_meta(String::new());
     meta.system_metadata.insert(UPLOAD_KEY.to_owned(), input.key.clone());
     meta.system_metadata

@@ -257,16 +257,14 @@ pub(crate) async fn put_object(
         ));
     }
     let etag = meta::hex(&md5);
-    let headers = StoredHeaders {
-        content_type: input.content_type,
-        user: input.metadata,
-        other: vec![
-            (meta::CONTENT_ENCODING, input.content_encoding),
-            (meta::CONTENT_DISPOSITION, input.content_disposition),
-            (meta::CONTENT_LANGUAGE, input.content_language),
-            (meta::CACHE_CONTROL, input.cache_control),
-        ],
-    };
+    let headers = StoredHeaders::new(
+        input.content_type,
+        input.metadata,
+        input.content_encoding,
+        input.content_disposition,
+        input.content_language,
+        input.cache_control,
+    );
     let content = ObjectContent::Extents(stored.extents);
     commit(&bucket, &path, content, headers.into_meta(etag.clone()), condition).await?;
     Ok(S3Response::new(PutObjectOutput {
@@ -316,17 +314,7 @@ pub(crate) async fn get_object(
     };
     conditions.check(&found.etag, found.attributes.mtime)?;
     let size = found.attributes.size_bytes;
-    let (range, content_range) = match &input.range {
-        None => (0..size, None),
-        Some(range) => {
-            let range = range.check(size)?;
-            if range.is_empty() {
-                return Err(s3_error!(InvalidRange));
-            }
-            let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
-            (range, Some(content_range))
-        }
-    };
+    let (range, content_range) = meta::served_range(input.range.as_ref(), size)?;
     let shown = meta::shown(found.meta.as_ref());
     let body = body_of(bucket.namespace, found.inode, range.start, range.end);
     Ok(S3Response::new(GetObjectOutput {
@@ -364,17 +352,8 @@ pub(crate) async fn head_object(
     };
     conditions.check(&found.etag, found.attributes.mtime)?;
     let size = found.attributes.size_bytes;
-    let (length, content_range) = match &input.range {
-        None => (size, None),
-        Some(range) => {
-            let range = range.check(size)?;
-            if range.is_empty() {
-                return Err(s3_error!(InvalidRange));
-            }
-            let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
-            (range.end - range.start, Some(content_range))
-        }
-    };
+    let (range, content_range) = meta::served_range(input.range.as_ref(), size)?;
+    let length = range.end - range.start;
     let shown = meta::shown(found.meta.as_ref());
     Ok(S3Response::new(HeadObjectOutput {
         content_length: Some(length as i64),
@@ -604,16 +583,14 @@ pub(crate) async fn copy_object(
         }
     };
     let meta = match replace {
-        true => StoredHeaders {
-            content_type: input.content_type,
-            user: input.metadata,
-            other: vec![
-                (meta::CONTENT_ENCODING, input.content_encoding),
-                (meta::CONTENT_DISPOSITION, input.content_disposition),
-                (meta::CONTENT_LANGUAGE, input.content_language),
-                (meta::CACHE_CONTROL, input.cache_control),
-            ],
-        }
+        true => StoredHeaders::new(
+            input.content_type,
+            input.metadata,
+            input.content_encoding,
+            input.content_disposition,
+            input.content_language,
+            input.cache_control,
+        )
         .into_meta(etag.clone()),
         false => {
             let mut meta = source.meta.clone().unwrap_or_default();
