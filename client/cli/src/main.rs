@@ -295,6 +295,27 @@ impl IoArguments {
 
 /// Runs `suite` `repeat` times; each case's value and baseline are the medians of the runs
 /// (cases are matched by name: a run may leave some out, e.g. a topology that did not start).
+/// Runs a suite `repeat` times, prints each case's median, and fails after printing if
+/// some figure could not be measured.
+fn report_runs(
+    repeat: usize,
+    json: bool,
+    suite: impl Fn() -> anyhow::Result<(Vec<Case>, Vec<String>)>,
+) -> anyhow::Result<()> {
+    let failures = std::cell::RefCell::new(Vec::new());
+    let cases = median_of_runs(repeat, || {
+        let (cases, failed) = suite()?;
+        failures.borrow_mut().extend(failed);
+        Ok(cases)
+    })?;
+    print_all(&cases, json);
+    let failures = failures.into_inner();
+    if !failures.is_empty() {
+        anyhow::bail!("not measured:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
 fn median_of_runs(repeat: usize, suite: impl Fn() -> anyhow::Result<Vec<Case>>) -> anyhow::Result<Vec<Case>> {
     let runs = (0..repeat.max(1))
         .map(|_| suite())
@@ -369,33 +390,15 @@ fn main() -> anyhow::Result<()> {
             }
             Suite::Meta(arguments) => {
                 let options = arguments.options();
-                let failures = std::cell::RefCell::new(Vec::new());
-                let cases = median_of_runs(arguments.repeat, || {
-                    let report = kiseki_bench::meta::run(&options)?;
-                    failures.borrow_mut().extend(report.failures);
-                    Ok(report.cases)
-                })?;
-                print_all(&cases, arguments.json);
-                let failures = failures.into_inner();
-                if !failures.is_empty() {
-                    anyhow::bail!("not measured:\n  {}", failures.join("\n  "));
-                }
-                Ok(())
+                report_runs(arguments.repeat, arguments.json, || {
+                    kiseki_bench::meta::run(&options).map(|report| (report.cases, report.failures))
+                })
             }
             Suite::Io(arguments) => {
                 let options = arguments.options()?;
-                let failures = std::cell::RefCell::new(Vec::new());
-                let cases = median_of_runs(arguments.repeat, || {
-                    let report = kiseki_bench::io::run(&options)?;
-                    failures.borrow_mut().extend(report.failures);
-                    Ok(report.cases)
-                })?;
-                print_all(&cases, arguments.json);
-                let failures = failures.into_inner();
-                if !failures.is_empty() {
-                    anyhow::bail!("not measured:\n  {}", failures.join("\n  "));
-                }
-                Ok(())
+                report_runs(arguments.repeat, arguments.json, || {
+                    kiseki_bench::io::run(&options).map(|report| (report.cases, report.failures))
+                })
             }
             Suite::Fuse {
                 dir,
@@ -416,18 +419,9 @@ fn main() -> anyhow::Result<()> {
                 if let Some(bytes) = file_size {
                     options.file_bytes = bytes;
                 }
-                let failures = std::cell::RefCell::new(Vec::new());
-                let cases = median_of_runs(repeat, || {
-                    let report = kiseki_bench::fuse::run(&options)?;
-                    failures.borrow_mut().extend(report.failures);
-                    Ok(report.cases)
-                })?;
-                print_all(&cases, json);
-                let failures = failures.into_inner();
-                if !failures.is_empty() {
-                    anyhow::bail!("not measured:\n  {}", failures.join("\n  "));
-                }
-                Ok(())
+                report_runs(repeat, json, || {
+                    kiseki_bench::fuse::run(&options).map(|report| (report.cases, report.failures))
+                })
             }
             Suite::S3 {
                 dir,
@@ -472,16 +466,7 @@ fn bench_s3(
         false => kiseki_bench::s3::S3Options::full(server, gateway, s3s_fs),
     };
     options.directory = dir;
-    let failures = std::cell::RefCell::new(Vec::new());
-    let cases = median_of_runs(repeat, || {
-        let report = kiseki_bench::s3::run(&options)?;
-        failures.borrow_mut().extend(report.failures);
-        Ok(report.cases)
-    })?;
-    print_all(&cases, json);
-    let failures = failures.into_inner();
-    if !failures.is_empty() {
-        anyhow::bail!("not measured:\n  {}", failures.join("\n  "));
-    }
-    Ok(())
+    report_runs(repeat, json, || {
+        kiseki_bench::s3::run(&options).map(|report| (report.cases, report.failures))
+    })
 }

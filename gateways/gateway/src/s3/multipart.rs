@@ -190,22 +190,13 @@ pub(crate) async fn upload_part_copy(
     let part_number = check_part_number(input.part_number)?;
     let id = upload_id(&input.upload_id)?;
     find_upload(&bucket, &input.key, id).await?;
-    let source = objects::find(&source_bucket, &source_key).await?;
-    if source.attributes.kind != kiseki_namespace::FileKind::File {
-        return Err(s3_error!(InvalidRequest, "the copy source is a directory"));
-    }
     let conditions = meta::ReadConditions {
         if_match: input.copy_source_if_match.as_ref(),
         if_none_match: input.copy_source_if_none_match.as_ref(),
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    conditions
-        .check(&source.etag, source.attributes.mtime)
-        .map_err(|error| match error.code() {
-            s3s::S3ErrorCode::NotModified => s3_error!(PreconditionFailed),
-            _ => error,
-        })?;
+    let source = objects::find_copy_source(&source_bucket, &source_key, &conditions).await?;
     let (start, end) = copy_range(input.copy_source_range.as_deref(), source.attributes.size_bytes)?;
     if end - start > PART_BYTES_MAX {
         return Err(s3_error!(EntityTooLarge, "a part holds at most 5 GiB"));
@@ -245,7 +236,7 @@ pub(crate) async fn complete(
     let bucket = gateway.bucket(&req, &req.input.bucket).await?;
     let input = req.input;
     let id = upload_id(&input.upload_id)?;
-    let upload = find_upload(&bucket, &input.key, id).await?;
+    find_upload(&bucket, &input.key, id).await?;
     let listed = input
         .multipart_upload
         .and_then(|upload| upload.parts)
@@ -302,7 +293,6 @@ pub(crate) async fn complete(
         kiseki_client::ClientError::Namespace(error) => namespace_error(error),
         error => client_error(error),
     })?;
-    let _ = upload;
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(bucket.name.clone()),
         key: Some(input.key),

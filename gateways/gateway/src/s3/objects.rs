@@ -133,6 +133,41 @@ pub(crate) async fn find(bucket: &BucketRef<'_>, key: &str) -> S3Result<Found> {
     }
 }
 
+/// The object a GET or HEAD serves: only the `null` version exists; its conditions hold.
+async fn find_for_read(
+    bucket: &BucketRef<'_>,
+    key: &str,
+    version_id: Option<&str>,
+    conditions: &ReadConditions<'_>,
+) -> S3Result<Found> {
+    if version_id.is_some_and(|version| version != "null") {
+        return Err(s3_error!(NoSuchVersion));
+    }
+    let found = find(bucket, key).await?;
+    conditions.check(&found.etag, found.attributes.mtime)?;
+    Ok(found)
+}
+
+/// The source object of a copy: a file whose `x-amz-copy-source-if-*` conditions hold
+/// (a failed one is `PreconditionFailed`, never `NotModified`).
+pub(crate) async fn find_copy_source(
+    bucket: &BucketRef<'_>,
+    key: &str,
+    conditions: &ReadConditions<'_>,
+) -> S3Result<Found> {
+    let source = find(bucket, key).await?;
+    if source.attributes.kind != FileKind::File {
+        return Err(s3_error!(InvalidRequest, "the copy source is a directory"));
+    }
+    conditions
+        .check(&source.etag, source.attributes.mtime)
+        .map_err(|error| match error.code() {
+            s3s::S3ErrorCode::NotModified => s3_error!(PreconditionFailed),
+            _ => error,
+        })?;
+    Ok(source)
+}
+
 /// Streams a request body into sealed chunks, hashing it with MD5 on the way.
 pub(crate) async fn store_body(namespace: &Namespace, body: Option<StreamingBlob>) -> S3Result<(StoredData, [u8; 16])> {
     let mut writer = namespace.object_writer().map_err(client_error)?;
@@ -302,17 +337,13 @@ pub(crate) async fn get_object(
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let bucket = gateway.bucket(&req, &req.input.bucket).await?;
     let input = &req.input;
-    if input.version_id.as_deref().is_some_and(|version| version != "null") {
-        return Err(s3_error!(NoSuchVersion));
-    }
-    let found = find(&bucket, &input.key).await?;
     let conditions = ReadConditions {
         if_match: input.if_match.as_ref(),
         if_none_match: input.if_none_match.as_ref(),
         if_modified_since: input.if_modified_since.as_ref(),
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     };
-    conditions.check(&found.etag, found.attributes.mtime)?;
+    let found = find_for_read(&bucket, &input.key, input.version_id.as_deref(), &conditions).await?;
     let size = found.attributes.size_bytes;
     let (range, content_range) = meta::served_range(input.range.as_ref(), size)?;
     let shown = meta::shown(found.meta.as_ref());
@@ -340,17 +371,13 @@ pub(crate) async fn head_object(
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let bucket = gateway.bucket(&req, &req.input.bucket).await?;
     let input = &req.input;
-    if input.version_id.as_deref().is_some_and(|version| version != "null") {
-        return Err(s3_error!(NoSuchVersion));
-    }
-    let found = find(&bucket, &input.key).await?;
     let conditions = ReadConditions {
         if_match: input.if_match.as_ref(),
         if_none_match: input.if_none_match.as_ref(),
         if_modified_since: input.if_modified_since.as_ref(),
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     };
-    conditions.check(&found.etag, found.attributes.mtime)?;
+    let found = find_for_read(&bucket, &input.key, input.version_id.as_deref(), &conditions).await?;
     let size = found.attributes.size_bytes;
     let (range, content_range) = meta::served_range(input.range.as_ref(), size)?;
     let length = range.end - range.start;
@@ -407,6 +434,9 @@ pub(crate) async fn delete_key(bucket: &BucketRef<'_>, key: &str) -> S3Result<()
     }
     // Prune: directories made on demand for keys vanish with their last key, unless an
     // upload in progress will put its object there.
+    if dirs.len() == 1 {
+        return Ok(());
+    }
     let uploads = namespace
         .uploads(None, kiseki_api::READDIR_ENTRIES_MAX)
         .await
@@ -558,22 +588,13 @@ pub(crate) async fn copy_object(
             "a key ending in `/` is a directory and holds no bytes"
         ));
     }
-    let source = find(&source_bucket, &source_key).await?;
-    if source.attributes.kind != FileKind::File {
-        return Err(s3_error!(InvalidRequest, "the source is a directory"));
-    }
     let conditions = ReadConditions {
         if_match: input.copy_source_if_match.as_ref(),
         if_none_match: input.copy_source_if_none_match.as_ref(),
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    conditions
-        .check(&source.etag, source.attributes.mtime)
-        .map_err(|error| match error.code() {
-            s3s::S3ErrorCode::NotModified => s3_error!(PreconditionFailed),
-            _ => error,
-        })?;
+    let source = find_copy_source(&source_bucket, &source_key, &conditions).await?;
     let size = source.attributes.size_bytes;
     let (content, etag) = match extents_of(source_bucket.namespace, source.inode, 0, size).await? {
         Some(extents) => (ObjectContent::Extents(extents), source.etag.clone()),
