@@ -25,7 +25,7 @@ failed=$(grep '^test result:' "$test_log" | grep -o '[0-9]* failed' | awk '{sum 
 echo "== benchmark smoke (quick; figures are printed, never asserted)"
 # `bench meta`, `io`, `fuse` and `s3` start kiseki-server (and kiseki-client-fuse,
 # kiseki-gateway) processes: the binaries must sit beside kiseki.
-cargo build --release --locked -p kiseki-cli -p kiseki-server -p kiseki-client-fuse -p kiseki-gateway
+cargo build --release --locked -p kiseki-cli -p kiseki-server -p kiseki-client-fuse -p kiseki-gateway -p kiseki-keyserver -p kiseki-control
 smoke_device="/dev/shm/kiseki-bench-smoke.img"
 trap 'rm -f "$smoke_device" "$test_log"' EXIT
 "$CARGO_TARGET_DIR/release/kiseki" bench engine --device "$smoke_device" --size 1GiB --quick --json

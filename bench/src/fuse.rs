@@ -345,7 +345,14 @@ fn mount_kiseki(
         command.args(["-o", option]);
     }
     let mut child = command
-        .args(["--cluster", &cluster.seed().to_string(), "--durability", "4+2"])
+        .args([
+            "--cluster",
+            &cluster.seed().to_string(),
+            "--durability",
+            "4+2",
+            "--shard",
+            "1",
+        ])
         .arg("--keys")
         .arg(keys)
         .env("RUST_LOG", "warn")

@@ -1,30 +1,45 @@
 //! The data commands (`kiseki put`, `get`, `ls`, `stat`, `mkdir`, `rm`, `mv`): files of a
 //! namespace through the native client, chunked and encrypted in this process.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use kiseki_client::{parse_durability, KeyMaterial, Namespace};
+use kiseki_client::{open_namespace, parse_durability, Namespace, Profile};
 use kiseki_namespace::{Attributes, FileKind};
 use kiseki_pipeline::Durability;
 
-/// Where the cluster is and whose keys to use; shared by every data command.
+/// Where the cluster is and whose namespace to use; shared by every data command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
-    /// Any core of any node (`kiseki up` prints them).
-    #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
-    pub cluster: SocketAddr,
-    /// The namespace (for now, a shard number of the cluster map).
-    #[arg(long, env = "KISEKI_NAMESPACE", default_value_t = 1)]
-    pub namespace: u64,
-    /// The key file (`kiseki up` writes `DATA_DIR/keys.json`).
-    #[arg(long, env = "KISEKI_KEYS", default_value = "./kiseki-data/keys.json")]
-    pub keys: PathBuf,
+    /// The client profile: the cluster, control plane, key server, certificate, tenant
+    /// and namespace (`kiseki up` writes `DATA_DIR/client.json`).
+    #[arg(long, env = "KISEKI_PROFILE", default_value = "./kiseki-data/client.json")]
+    pub profile: PathBuf,
+    /// The tenant; default: the profile's.
+    #[arg(long, env = "KISEKI_TENANT")]
+    pub tenant: Option<String>,
+    /// The namespace; default: the profile's.
+    #[arg(long, env = "KISEKI_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Durability of new chunks: `Nx` copies (`3x`) or `K+M` erasure coding (`4+2`);
-    /// default: 4+2 on six or more devices, else as many copies as devices, up to 3.
+    /// default: the namespace's.
     #[arg(long, value_parser = parse_durability)]
     pub durability: Option<Durability>,
+}
+
+impl Target {
+    /// The profile with this command's overrides.
+    pub fn load(&self) -> anyhow::Result<Profile> {
+        let mut profile =
+            Profile::load(&self.profile).with_context(|| "reading the profile (is `kiseki up` running here?)")?;
+        if let Some(tenant) = &self.tenant {
+            profile.tenant.clone_from(tenant);
+        }
+        if let Some(namespace) = &self.namespace {
+            profile.namespace.clone_from(namespace);
+        }
+        Ok(profile)
+    }
 }
 
 /// One data command.
@@ -99,10 +114,11 @@ pub enum DataCommand {
 }
 
 async fn open(target: &Target) -> anyhow::Result<Namespace> {
-    let keys = KeyMaterial::load(&target.keys).with_context(|| "loading keys (is `kiseki up` running here?)")?;
-    Namespace::connect(target.cluster, target.namespace, keys, target.durability)
+    let profile = target.load()?;
+    let (namespace, _) = open_namespace(&profile, &profile.tenant, &profile.namespace, target.durability)
         .await
-        .with_context(|| format!("opening namespace {} at {}", target.namespace, target.cluster))
+        .with_context(|| format!("opening namespace {}/{}", profile.tenant, profile.namespace))?;
+    Ok(namespace)
 }
 
 fn kind_name(kind: FileKind) -> &'static str {

@@ -1,11 +1,13 @@
 //! `kiseki`: the operator's command.
 //!
-//! `kiseki up` runs a local node on file-backed devices as a child process (later: the
-//! whole local cluster with gateway, control plane and key server); `kiseki bench SUITE`
+//! `kiseki up` runs a local cluster on file-backed devices as child processes (nodes, key
+//! server, control plane, S3 gateway); the admin commands talk to the control plane and
+//! the key server; `kiseki bench SUITE`
 //! runs a benchmark suite against its baseline and prints the figures. This binary is
 //! an operator's tool, not a data client: it may link the store for `bench engine`.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod cache;
 mod certs;
 mod data;
@@ -29,7 +31,8 @@ struct Arguments {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs a local node on file-backed devices under a data directory until Ctrl-C.
+    /// Runs a local cluster (nodes on file-backed devices, key server, control plane, S3
+    /// gateway) under a data directory until Ctrl-C.
     Up(up::UpOptions),
     /// A development CA and certificates for mutual TLS.
     Certs {
@@ -56,6 +59,32 @@ enum Command {
     Shard {
         #[command(subcommand)]
         command: status::ShardCommand,
+    },
+    /// Tenants: create, list, delete, shred (crypto-shred), through the control plane.
+    Tenant {
+        #[command(subcommand)]
+        command: admin::TenantCommand,
+    },
+    /// Namespaces of tenants: create (durability, chunk size, dedup, quota), list with
+    /// usage, delete, quota.
+    Namespace {
+        #[command(subcommand)]
+        command: admin::NamespaceCommand,
+    },
+    /// S3 access keys of tenants: create, list, delete.
+    Key {
+        #[command(subcommand)]
+        command: admin::KeyCommand,
+    },
+    /// Maintenance: `on` makes the whole cluster read-only, `off` ends it, `status`.
+    Maintenance {
+        #[command(subcommand)]
+        command: admin::MaintenanceCommand,
+    },
+    /// The key server: `status` (system key epochs), `rotate` (a new epoch).
+    Keyserver {
+        #[command(subcommand)]
+        command: admin::KeyServerCommand,
     },
     /// Fetches a dataset (a tree inside a FUSE mount) into the mount's cache and pins it;
     /// `--status` lists staged datasets, `--release DATASET` unpins one.
@@ -356,6 +385,11 @@ fn main() -> anyhow::Result<()> {
         Command::Meta { command } => meta::run(command),
         Command::Certs { command } => certs::run(command),
         Command::Data(command) => data::run(command),
+        Command::Tenant { command } => admin::run_tenant(command),
+        Command::Namespace { command } => admin::run_namespace(command),
+        Command::Key { command } => admin::run_key(command),
+        Command::Maintenance { command } => admin::run_maintenance(command),
+        Command::Keyserver { command } => admin::run_keyserver(command),
         Command::Stage(options) => cache::run_stage(options),
         Command::Cache(options) => cache::run_cache(options),
         Command::Status(options) => status::run(options),

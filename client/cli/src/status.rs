@@ -18,9 +18,9 @@ pub struct StatusOptions {
     /// Any core of any node (`kiseki up` prints them).
     #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
     pub cluster: SocketAddr,
-    /// The namespace whose chunks are checked (a shard number of the cluster map).
-    #[arg(long, env = "KISEKI_NAMESPACE", default_value_t = 1)]
-    pub namespace: u64,
+    /// Only the chunks of this shard of the cluster map; default: every shard's.
+    #[arg(long)]
+    pub shard: Option<u64>,
     /// Skips the chunk health scan (which lists every fragment and every file).
     #[arg(long)]
     pub no_chunks: bool,
@@ -66,7 +66,8 @@ struct DeviceStatus {
 
 #[derive(Debug, Serialize)]
 struct ChunkStatus {
-    namespace: u64,
+    /// The shard scanned; `None`: every shard.
+    shard: Option<u64>,
     chunks: u64,
     degraded: u64,
     lost: u64,
@@ -169,10 +170,7 @@ async fn gather(client: &Client, options: &StatusOptions) -> anyhow::Result<Clus
         None
     } else {
         let inventory = client.fragment_inventory().await?;
-        let records = client
-            .chunk_records(options.namespace)
-            .await
-            .with_context(|| format!("walking namespace {}", options.namespace))?;
+        let records = shard_chunk_records(client, options.shard).await?;
         let ChunkHealth {
             chunks,
             degraded,
@@ -180,7 +178,7 @@ async fn gather(client: &Client, options: &StatusOptions) -> anyhow::Result<Clus
             fragments_missing,
         } = chunk_health(client.pool(), &records, &inventory);
         Some(ChunkStatus {
-            namespace: options.namespace,
+            shard: options.shard,
             chunks,
             degraded,
             lost,
@@ -228,8 +226,14 @@ fn print(status: &ClusterStatus, json: bool) -> anyhow::Result<()> {
     if let Some(chunks) = &status.chunks {
         writeln!(
             out,
-            "chunks (namespace {}): {} total, {} degraded, {} lost, {} fragment(s) missing",
-            chunks.namespace, chunks.chunks, chunks.degraded, chunks.lost, chunks.fragments_missing
+            "chunks ({}): {} total, {} degraded, {} lost, {} fragment(s) missing",
+            chunks
+                .shard
+                .map_or_else(|| "every shard".to_owned(), |shard| format!("shard {shard}")),
+            chunks.chunks,
+            chunks.degraded,
+            chunks.lost,
+            chunks.fragments_missing
         )?;
     }
     Ok(())
@@ -286,9 +290,9 @@ pub struct RepairOptions {
     /// Any core of any node (`kiseki up` prints them).
     #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
     pub cluster: SocketAddr,
-    /// The namespace whose chunks are repaired (a shard number of the cluster map).
-    #[arg(long, env = "KISEKI_NAMESPACE", default_value_t = 1)]
-    pub namespace: u64,
+    /// Only the chunks of this shard of the cluster map; default: every shard's.
+    #[arg(long)]
+    pub shard: Option<u64>,
     /// Reads and verifies every chunk (checksums and parity), not only those with
     /// fragments missing from the listings.
     #[arg(long)]
@@ -296,6 +300,27 @@ pub struct RepairOptions {
     /// One JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The chunk records of `shard`, or of every shard of the map (each chunk once).
+async fn shard_chunk_records(
+    client: &kiseki_client::Client,
+    shard: Option<u64>,
+) -> anyhow::Result<Vec<kiseki_client::chunk_record::ChunkRecord>> {
+    let shards: Vec<u64> = match shard {
+        Some(shard) => vec![shard],
+        None => (1..=client.map().shards).collect(),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut records = Vec::new();
+    for shard in shards {
+        let walked = client
+            .chunk_records(shard)
+            .await
+            .with_context(|| format!("walking shard {shard}"))?;
+        records.extend(walked.into_iter().filter(|record| seen.insert(record.chunk.locator.0)));
+    }
+    Ok(records)
 }
 
 /// Runs `kiseki repair`: rebuilds missing and corrupt fragments from the survivors onto
@@ -307,10 +332,7 @@ pub fn run_repair(options: RepairOptions) -> anyhow::Result<()> {
         for (node, why) in &inventory.down {
             eprintln!("node {node} is down ({why}): chunks with fragments there wait for it");
         }
-        let records = client
-            .chunk_records(options.namespace)
-            .await
-            .with_context(|| format!("walking namespace {}", options.namespace))?;
+        let records = shard_chunk_records(&client, options.shard).await?;
         let summary = client.repair(records, &inventory, options.scrub).await;
         if options.json {
             println!(
@@ -440,7 +462,7 @@ fn list(options: &ListOptions, listing: Listing) -> anyhow::Result<()> {
     let status = runtime.block_on(async {
         let status_options = StatusOptions {
             cluster: options.cluster,
-            namespace: 1,
+            shard: None,
             no_chunks: true,
             json: options.json,
         };

@@ -1,18 +1,27 @@
-//! `kiseki up`: the embedded default. It formats file-backed devices under the data
-//! directory on first use, writes the cluster map, and runs `--nodes N` storage nodes as
-//! child processes (node k on 127.0.0.k), each hosting its shard replicas; it prints
-//! where they listen, starts the S3 gateway (`kiseki-gateway s3`) for a default tenant
-//! on namespace 1 with credentials it makes once (`DATA_DIR/gateway.json`), and stops
-//! them all on Ctrl-C or SIGTERM. The control plane and key server join as they are
-//! built.
+//! `kiseki up`: the embedded default. On one machine, under a data directory reused by
+//! the next start, it makes what a cluster needs the first time (file-backed devices, the
+//! cluster map, a development CA with certificates for the services and the operator,
+//! the key server's master key and state), runs every process as a child — the key
+//! server, `--nodes N` storage nodes (node k on 127.0.0.k), the control plane and the S3
+//! gateway —, makes a default tenant with a namespace and an S3 access key, writes the
+//! operator's client profile (`DATA_DIR/client.json`), prints the endpoints and
+//! credentials, and stops them all on Ctrl-C or SIGTERM.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use kiseki_gateway::config::{GatewayConfig, TenantConfig};
+use kiseki_api::control::{AccessKeyInfo, DedupPolicy, NamespaceCreateRequest, NamespaceSettings};
+use kiseki_client::{ClientError, ControlClient, Profile, TlsIdentity};
 use kiseki_store::units::parse_bytes;
 use kiseki_store::{format_device, read_superblock, FormatOptions, StoreError};
+
+/// The tenant and namespace `kiseki up` makes.
+pub const DEFAULT_TENANT: &str = "default";
+/// The namespace of the default tenant (also where its S3 buckets live).
+pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Options of `kiseki up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,47 +47,28 @@ pub struct UpOptions {
     /// Port of core 0 of every node; core c listens on port_base + c.
     #[arg(long, default_value_t = 9100)]
     pub port_base: u16,
-    /// Shards of the namespace (used when the cluster map is first written).
+    /// Shards of the cluster map (used when it is first written): one for the control
+    /// plane, each other one can hold a namespace.
     #[arg(long, default_value_t = 8)]
     pub shards: u64,
     /// Port of the S3 gateway on 127.0.0.1 (0: no gateway).
     #[arg(long, default_value_t = 9000)]
     pub s3_port: u16,
-}
-
-/// The gateway's tenants file: made once with a default tenant on namespace 1 and new
-/// credentials, reused after.
-fn gateway_config(options: &UpOptions, keys: &Path) -> anyhow::Result<(PathBuf, GatewayConfig)> {
-    let path = options.data_dir.join("gateway.json");
-    if path.exists() {
-        return Ok((path.clone(), GatewayConfig::load(&path)?));
-    }
-    let (access_key, secret_key) = kiseki_gateway::config::new_credentials();
-    let config = GatewayConfig {
-        tenants: vec![TenantConfig {
-            name: "default".into(),
-            access_key,
-            secret_key,
-            namespace: 1,
-            keys: std::path::absolute(keys)?,
-        }],
-    };
-    config.save(&path)?;
-    Ok((path, config))
-}
-
-fn start_gateway(options: &UpOptions, tenants: &Path, port_base: u16) -> anyhow::Result<Child> {
-    let child = Command::new(binary_beside("kiseki-gateway"))
-        .arg("s3")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{}", options.s3_port))
-        .arg("--cluster")
-        .arg(format!("127.0.0.1:{port_base}"))
-        .arg("--tenants")
-        .arg(tenants)
-        .spawn()
-        .context("starting kiseki-gateway (is it built and beside kiseki?)")?;
-    Ok(child)
+    /// Port of the S3 gateway's metrics and health endpoint.
+    #[arg(long, default_value_t = 9001)]
+    pub s3_metrics_port: u16,
+    /// Port of the control plane on 127.0.0.1.
+    #[arg(long, default_value_t = 9200)]
+    pub control_port: u16,
+    /// Port of the control plane's metrics and health endpoint.
+    #[arg(long, default_value_t = 9201)]
+    pub control_metrics_port: u16,
+    /// Port of the key server on 127.0.0.1.
+    #[arg(long, default_value_t = 9300)]
+    pub keyserver_port: u16,
+    /// Port of the key server's metrics and health endpoint.
+    #[arg(long, default_value_t = 9301)]
+    pub keyserver_metrics_port: u16,
 }
 
 /// The `kiseki-server` binary: beside this one, else on PATH.
@@ -151,6 +141,9 @@ fn cluster_map(options: &UpOptions, cores: usize) -> anyhow::Result<PathBuf> {
         }
         return Ok(path);
     }
+    if options.shards < 2 {
+        bail!("--shards must be at least 2: one for the control plane, one for the default namespace");
+    }
     let map = kiseki_shard_host::ClusterMap {
         nodes: (1..=options.nodes)
             .map(|id| kiseki_shard_host::NodeInfo {
@@ -169,6 +162,200 @@ fn cluster_map(options: &UpOptions, cores: usize) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The development CA and the certificates of the services and the operator, made once
+/// under `DATA_DIR/tls` (nodes talk plain TCP under `kiseki up`).
+fn prepare_tls(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join("tls");
+    if !dir.join(kiseki_net::tls::CA_KEY_FILE).exists() {
+        kiseki_net::tls::generate_dev_ca(&dir)?;
+    }
+    let sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    for name in ["keyserver", "control", "gateway", "admin"] {
+        if !dir.join(format!("{name}.pem")).exists() {
+            kiseki_net::tls::issue_certificate(&dir, name, &sans, &dir)?;
+        }
+    }
+    Ok(dir)
+}
+
+/// The processes `kiseki up` runs, by name.
+struct Children {
+    running: Vec<(String, Child)>,
+}
+
+impl Children {
+    fn spawn(&mut self, name: &str, command: &mut Command) -> anyhow::Result<u32> {
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {name} (is it built and beside kiseki?)"))?;
+        let pid = child.id();
+        self.running.push((name.to_owned(), child));
+        Ok(pid)
+    }
+
+    fn stop_all(&mut self) {
+        for (_, child) in self.running.iter_mut().rev() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        }
+        for (_, child) in self.running.iter_mut() {
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_keyserver(options: &UpOptions, tls: &Path, children: &mut Children) -> anyhow::Result<SocketAddr> {
+    let dir = options.data_dir.join("keyserver");
+    let state = dir.join("keys.state");
+    let master = dir.join("master.key");
+    let files = |command: &mut Command| {
+        command.arg("--state").arg(&state).arg("--master-key").arg(&master);
+    };
+    if !state.exists() {
+        let mut init = Command::new(binary_beside("kiseki-keyserver"));
+        init.arg("init");
+        files(&mut init);
+        let status = init.status().context("running kiseki-keyserver init")?;
+        if !status.success() {
+            bail!("kiseki-keyserver init failed ({status})");
+        }
+    }
+    let address = SocketAddr::from(([127, 0, 0, 1], options.keyserver_port));
+    let mut run = Command::new(binary_beside("kiseki-keyserver"));
+    run.arg("run");
+    files(&mut run);
+    run.arg("--listen")
+        .arg(address.to_string())
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{}", options.keyserver_metrics_port))
+        .arg("--tls-dir")
+        .arg(tls);
+    children.spawn("kiseki-keyserver", &mut run)?;
+    Ok(address)
+}
+
+fn start_control(
+    options: &UpOptions,
+    tls: &Path,
+    seed: SocketAddr,
+    keyserver: SocketAddr,
+    children: &mut Children,
+) -> anyhow::Result<SocketAddr> {
+    let address = SocketAddr::from(([127, 0, 0, 1], options.control_port));
+    let mut run = Command::new(binary_beside("kiseki-control"));
+    run.arg("run")
+        .arg("--listen")
+        .arg(address.to_string())
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{}", options.control_metrics_port))
+        .arg("--cluster")
+        .arg(seed.to_string())
+        .arg("--keyserver")
+        .arg(keyserver.to_string())
+        .arg("--tls-dir")
+        .arg(tls);
+    children.spawn("kiseki-control", &mut run)?;
+    Ok(address)
+}
+
+fn start_gateway(options: &UpOptions, profile: &Profile, tls: &Path, children: &mut Children) -> anyhow::Result<()> {
+    let mut run = Command::new(binary_beside("kiseki-gateway"));
+    run.arg("s3")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", options.s3_port))
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{}", options.s3_metrics_port))
+        .arg("--cluster")
+        .arg(profile.cluster.to_string())
+        .arg("--control")
+        .arg(profile.control.to_string())
+        .arg("--keyserver")
+        .arg(profile.keyserver.to_string())
+        .arg("--tls-dir")
+        .arg(tls)
+        .arg("--namespace")
+        .arg(DEFAULT_NAMESPACE);
+    children.spawn("kiseki-gateway", &mut run)?;
+    Ok(())
+}
+
+/// Makes the default tenant, its namespace and an S3 access key unless they exist; the
+/// key's secret is kept in `DATA_DIR/s3-credentials.json` (mode 0600), since the control
+/// plane shows it only once.
+async fn bootstrap(profile: &Profile, data_dir: &Path) -> anyhow::Result<AccessKeyInfo> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let control = loop {
+        match ControlClient::connect(profile.control, &profile.tls).await {
+            Ok(control) => match control.status().await {
+                Ok(_) => break control,
+                Err(error) if Instant::now() > deadline => return Err(error).context("waiting for the control plane"),
+                Err(_) => {}
+            },
+            Err(error) if Instant::now() > deadline => return Err(error).context("waiting for the control plane"),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let tenants = control.tenants().await?.tenants;
+    if !tenants.iter().any(|tenant| tenant.name == DEFAULT_TENANT) {
+        control.create_tenant(DEFAULT_TENANT).await?;
+    }
+    match control.resolve_namespace(DEFAULT_TENANT, DEFAULT_NAMESPACE).await {
+        Ok(_) => {}
+        Err(ClientError::Service {
+            code: kiseki_net::ErrorCode::NotFound,
+            ..
+        }) => {
+            let request = NamespaceCreateRequest {
+                tenant: DEFAULT_TENANT.into(),
+                name: DEFAULT_NAMESPACE.into(),
+                settings: NamespaceSettings {
+                    durability: String::new(),
+                    chunk_bytes_avg: 0,
+                    dedup: DedupPolicy::CrossTenant,
+                    quota_bytes_max: None,
+                    quota_files_max: None,
+                },
+            };
+            control.create_namespace(&request).await?;
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let saved = data_dir.join("s3-credentials.json");
+    let listed = control.access_keys(DEFAULT_TENANT).await?.keys;
+    if let Ok(text) = std::fs::read_to_string(&saved) {
+        let key: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", saved.display()))?;
+        let access_key = key["access_key"].as_str().unwrap_or_default();
+        if listed.iter().any(|listed| listed.access_key == access_key) {
+            return Ok(AccessKeyInfo {
+                access_key: access_key.to_owned(),
+                tenant: DEFAULT_TENANT.into(),
+                secret_key: key["secret_key"].as_str().unwrap_or_default().to_owned(),
+                created_unix_s: 0,
+            });
+        }
+    }
+    let key = control.create_access_key(DEFAULT_TENANT).await?;
+    let text = serde_json::json!({ "access_key": key.access_key, "secret_key": key.secret_key }).to_string();
+    write_private(&saved, text.as_bytes())?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
 pub fn run(options: UpOptions) -> anyhow::Result<()> {
     let cores = options.cores.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -182,89 +369,124 @@ pub fn run(options: UpOptions) -> anyhow::Result<()> {
         bail!("--devices must be between 1 and {}", kiseki_api::DEVICES_PER_NODE_MAX);
     }
     std::fs::create_dir_all(&options.data_dir).with_context(|| format!("creating {}", options.data_dir.display()))?;
+    let data_dir = std::path::absolute(&options.data_dir)?;
     let map = cluster_map(&options, cores)?;
-    // The development key file (until the key server exists): made once, reused after.
-    let keys = options.data_dir.join("keys.json");
-    kiseki_client::KeyMaterial::load_or_create(&keys).with_context(|| format!("preparing {}", keys.display()))?;
+    let tls = prepare_tls(&data_dir)?;
     let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
-    let mut children: Vec<Child> = Vec::new();
+    let mut children = Children { running: Vec::new() };
+    let started = start_all(&options, &data_dir, &map, &tls, cores, &mut children);
+    let (profile, key) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            children.stop_all();
+            return Err(error);
+        }
+    };
+    print_endpoints(&options, &data_dir, &profile, &key);
+    println!("kiseki up: ready");
+    wait(children, signals)
+}
+
+/// Starts every process and makes the defaults; the operator's profile and the default
+/// tenant's S3 key.
+fn start_all(
+    options: &UpOptions,
+    data_dir: &Path,
+    map: &Path,
+    tls: &Path,
+    cores: usize,
+    children: &mut Children,
+) -> anyhow::Result<(Profile, AccessKeyInfo)> {
+    let keyserver = start_keyserver(options, tls, children)?;
     for node in 1..=options.nodes {
-        match start_node(&options, &map, node, cores) {
-            Ok(child) => children.push(child),
-            Err(error) => {
-                stop_all(&mut children);
-                return Err(error);
-            }
-        }
+        start_node(options, map, node, cores, children)?;
     }
-    let port_base = kiseki_shard_host::ClusterMap::load(&map)?.nodes[0].port_base;
+    let port_base = kiseki_shard_host::ClusterMap::load(map)?.nodes[0].port_base;
+    let seed = SocketAddr::from(([127, 0, 0, 1], port_base));
+    let control = start_control(options, tls, seed, keyserver, children)?;
+    let profile = Profile {
+        cluster: seed,
+        control,
+        keyserver,
+        tls: TlsIdentity::in_dir(tls, "admin"),
+        tenant: DEFAULT_TENANT.into(),
+        namespace: DEFAULT_NAMESPACE.into(),
+    };
+    profile.save(&data_dir.join("client.json"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let key = runtime.block_on(bootstrap(&profile, data_dir))?;
     if options.s3_port != 0 {
-        let started = gateway_config(&options, &keys).and_then(|(tenants, config)| {
-            let child = start_gateway(&options, &tenants, port_base)?;
-            let tenant = &config.tenants[0];
-            println!(
-                "  s3: http://127.0.0.1:{} (pid {}), tenant {}: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} \
-                 (region us-east-1, path style; all tenants in {})",
-                options.s3_port,
-                child.id(),
-                tenant.name,
-                tenant.access_key,
-                tenant.secret_key,
-                tenants.display()
-            );
-            Ok(child)
-        });
-        match started {
-            Ok(child) => children.push(child),
-            Err(error) => {
-                stop_all(&mut children);
-                return Err(error);
-            }
-        }
+        start_gateway(options, &profile, tls, children)?;
+    }
+    Ok((profile, key))
+}
+
+fn print_endpoints(options: &UpOptions, data_dir: &Path, profile: &Profile, key: &AccessKeyInfo) {
+    let profile_path = data_dir.join("client.json");
+    println!(
+        "kiseki up: {} node(s), seed {}; key server {} and control plane {} (mutual TLS, CA {})",
+        options.nodes,
+        profile.cluster,
+        profile.keyserver,
+        profile.control,
+        profile.tls.ca.display()
+    );
+    if options.s3_port != 0 {
+        println!(
+            "  s3: http://127.0.0.1:{} tenant {DEFAULT_TENANT}: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} \
+             (region us-east-1, path style)",
+            options.s3_port, key.access_key, key.secret_key
+        );
     }
     println!(
-        "kiseki up: {} node(s), {cores} core(s) each, map {}; try `kiseki meta status --seed 127.0.0.1:{port_base}`",
-        options.nodes,
-        map.display(),
+        "  files: kiseki put LOCAL /PATH (then get, ls, stat, rm, mv), as tenant {DEFAULT_TENANT}, namespace \
+         {DEFAULT_NAMESPACE}, with the profile {} (KISEKI_PROFILE)",
+        profile_path.display()
     );
     println!(
-        "  files: kiseki put --cluster 127.0.0.1:{port_base} --keys {} LOCAL /PATH  (then get, ls, stat, rm, mv)",
-        keys.display()
+        "  admin: kiseki tenant|namespace|key|maintenance|keyserver …, kiseki status --cluster {}",
+        profile.cluster
+    );
+    println!(
+        "  mount: kiseki-client-fuse mount MOUNTPOINT --profile {}",
+        profile_path.display()
     );
     println!(
         "  stop with Ctrl-C; the data stays in {} for the next start",
-        options.data_dir.display()
+        data_dir.display()
     );
-    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+}
+
+/// Waits for the children; the first signal is passed on to all of them.
+fn wait(mut children: Children, signals: signal_hook::iterator::Signals) -> anyhow::Result<()> {
+    let pids: Vec<u32> = children.running.iter().map(|(_, child)| child.id()).collect();
     let handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
         let mut signals = signals;
         if signals.forever().next().is_some() {
-            // SIGTERM the nodes: they close their stores and write checkpoints.
-            for pid in pids {
+            // SIGTERM everything, the nodes included: they close their stores and write
+            // checkpoints.
+            for pid in pids.iter().rev() {
                 let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
             }
         }
     });
     let mut failed = None;
-    for (index, child) in children.iter_mut().enumerate() {
+    for (name, child) in children.running.iter_mut() {
         let status = child.wait()?;
         if !status.success() && failed.is_none() {
-            failed = Some((index + 1, status));
+            failed = Some((name.clone(), status));
         }
     }
     handle.close();
     let _ = forwarder.join();
-    if let Some((node, status)) = failed {
-        if node as u64 > options.nodes {
-            bail!("kiseki-gateway exited with {status}");
-        }
-        bail!("kiseki-server node {node} exited with {status}");
+    if let Some((name, status)) = failed {
+        bail!("{name} exited with {status}");
     }
     Ok(())
 }
 
-fn start_node(options: &UpOptions, map: &Path, node: u64, cores: usize) -> anyhow::Result<Child> {
+fn start_node(options: &UpOptions, map: &Path, node: u64, cores: usize, children: &mut Children) -> anyhow::Result<()> {
     let node_directory = options.data_dir.join(format!("node-{node}"));
     std::fs::create_dir_all(&node_directory).with_context(|| format!("creating {}", node_directory.display()))?;
     let mut devices = Vec::new();
@@ -287,21 +509,11 @@ fn start_node(options: &UpOptions, map: &Path, node: u64, cores: usize) -> anyho
     for device in &devices {
         command.arg("--device").arg(device);
     }
-    let child = command
-        .spawn()
-        .context("starting kiseki-server (is it built and beside kiseki?)")?;
+    let pid = children.spawn(&format!("kiseki-server node {node}"), &mut command)?;
     println!(
-        "kiseki up: node {node} (pid {}) on {} device(s) in {}",
-        child.id(),
+        "kiseki up: node {node} (pid {pid}) on {} device(s) in {}",
         devices.len(),
         node_directory.display()
     );
-    Ok(child)
-}
-
-fn stop_all(children: &mut [Child]) {
-    for child in children.iter_mut() {
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let _ = child.wait();
-    }
+    Ok(())
 }

@@ -58,15 +58,15 @@ struct Mount {
 }
 
 impl Mount {
-    fn start(cluster: &Cluster, point: &Path, namespace: u64, options: &[&str]) -> Mount {
+    fn start(cluster: &Cluster, point: &Path, namespace: &str, options: &[&str]) -> Mount {
         std::fs::create_dir_all(point).unwrap();
         let mut command = Command::new(fuse_binary());
         command
             .arg("mount")
             .arg(point)
-            .args(["--cluster", &cluster.seed, "--namespace", &namespace.to_string()])
-            .arg("--keys")
-            .arg(&cluster.keys)
+            .arg("--profile")
+            .arg(&cluster.profile)
+            .args(["--namespace", namespace])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -229,8 +229,9 @@ fn ordinary_tools_and_every_operation_work_through_the_mount() {
     let data_dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start_sized(data_dir.path(), 3, 2, "1GiB");
     let work = tempfile::tempdir().unwrap();
-    let mount = Mount::start(&cluster, &work.path().join("mnt"), 1, &["meta_ttl_ms=200"]);
-    let other = Mount::start(&cluster, &work.path().join("other"), 2, &[]);
+    cluster.ok(&["namespace", "create", "other"], None);
+    let mount = Mount::start(&cluster, &work.path().join("mnt"), "default", &["meta_ttl_ms=200"]);
+    let other = Mount::start(&cluster, &work.path().join("other"), "other", &[]);
 
     // Every operation and errno, from Python.
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
@@ -318,7 +319,7 @@ fn ordinary_tools_and_every_operation_work_through_the_mount() {
     // A second mount of the same namespace sees files closed in the first, and the
     // reverse, long before its one-minute attribute timeout: watch events invalidate
     // what its kernel cached.
-    let twin = Mount::start(&cluster, &work.path().join("twin"), 1, &["meta_ttl_ms=60000"]);
+    let twin = Mount::start(&cluster, &work.path().join("twin"), "default", &["meta_ttl_ms=60000"]);
     std::fs::write(mount.path("shared.txt"), b"written in the first mount").unwrap();
     eventually_reads(&twin.path("shared.txt"), b"written in the first mount");
     std::fs::write(twin.path("shared.txt"), b"rewritten in the twin").unwrap();
@@ -373,7 +374,7 @@ fn random_operations_match_a_local_directory() {
     let cluster = Cluster::start_sized(data_dir.path(), 3, 2, "1GiB");
     let work = tempfile::tempdir().unwrap();
     // A small flush threshold so background flushes run between the operations.
-    let mount = Mount::start(&cluster, &work.path().join("mnt"), 1, &["flush_bytes=256KiB"]);
+    let mount = Mount::start(&cluster, &work.path().join("mnt"), "default", &["flush_bytes=256KiB"]);
     let local = work.path().join("local");
     std::fs::create_dir_all(&local).unwrap();
     let operations: usize = std::env::var("KISEKI_FSX_OPS")
@@ -479,7 +480,7 @@ fn a_killed_mount_keeps_every_fsynced_file_and_unmounts_cleanly() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
     let mut synced: Vec<(String, Vec<u8>)> = Vec::new();
     for round in 0..3 {
-        let mount = Mount::start(&cluster, &point, 1, &[]);
+        let mount = Mount::start(&cluster, &point, "default", &[]);
         let dir = mount.path(&format!("round-{round}"));
         std::fs::create_dir_all(&dir).unwrap();
         // A writer fsyncs some files and leaves others unsynced; the mount dies under it.
@@ -520,7 +521,7 @@ fn a_killed_mount_keeps_every_fsynced_file_and_unmounts_cleanly() {
             synced.push((relative, bytes));
         }
     }
-    let mount = Mount::start(&cluster, &point, 1, &[]);
+    let mount = Mount::start(&cluster, &point, "default", &[]);
     for (relative, bytes) in &synced {
         let read = std::fs::read(mount.path(relative)).unwrap();
         assert!(
@@ -560,7 +561,7 @@ fn staging_pins_a_tree_and_the_cache_survives_corruption_unmounts_and_crashes() 
     let sizes = [0usize, 10, 100 << 10, 3 << 20, 9 << 20];
     let mut expected = Vec::new();
     {
-        let mount = Mount::start(&cluster, &point, 1, &["cache_mode=pinned", &cache_option]);
+        let mount = Mount::start(&cluster, &point, "default", &["cache_mode=pinned", &cache_option]);
         std::fs::create_dir_all(mount.path("data/sub")).unwrap();
         for (index, size) in sizes.iter().enumerate() {
             let name = if index % 2 == 0 {
@@ -631,7 +632,7 @@ fn staging_pins_a_tree_and_the_cache_survives_corruption_unmounts_and_crashes() 
     let mount = Mount::start(
         &cluster,
         &point,
-        1,
+        "default",
         &["cache_mode=organic", "cache_l1_max=1MiB", &cache_option],
     );
     // Two passes normally admit every chunk; with other tests running beside this one,
@@ -658,11 +659,11 @@ fn staging_pins_a_tree_and_the_cache_survives_corruption_unmounts_and_crashes() 
     let point = mount.kill();
     run(Command::new(fuse_binary()).arg("unmount").arg(&point));
     assert!(orphan.is_dir());
-    let mount = Mount::start(&cluster, &point, 1, &[&cache_option]);
+    let mount = Mount::start(&cluster, &point, "default", &[&cache_option]);
     assert!(!orphan.exists(), "the dead mount's pool is scrubbed at the next start");
     assert_eq!(std::fs::read(mount.path("elsewhere")).unwrap(), b"not staged");
     drop(mount);
-    let bypass = Mount::start(&cluster, &point, 1, &["cache_mode=bypass", &cache_option]);
+    let bypass = Mount::start(&cluster, &point, "default", &["cache_mode=bypass", &cache_option]);
     let refused = Command::new(KISEKI)
         .arg("stage")
         .arg(bypass.path("data"))
@@ -682,7 +683,7 @@ fn passthrough_serves_fully_cached_files_and_steps_aside_for_writers() {
     let work = tempfile::tempdir().unwrap();
     let point = work.path().join("mnt");
     let cache_dir = point.with_extension("cache");
-    let mount = Mount::start(&cluster, &point, 1, &["passthrough"]);
+    let mount = Mount::start(&cluster, &point, "default", &["passthrough"]);
     let name = mount.path("model.bin");
     let bytes = file_bytes(5 << 20, 5, b"passthrough");
     std::fs::write(&name, &bytes).unwrap();
@@ -739,8 +740,8 @@ fn appends_from_two_mounts_never_overwrite_each_other() {
     let data_dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start_sized(data_dir.path(), 3, 2, "1GiB");
     let work = tempfile::tempdir().unwrap();
-    let first = Mount::start(&cluster, &work.path().join("a"), 1, &[]);
-    let second = Mount::start(&cluster, &work.path().join("b"), 1, &[]);
+    let first = Mount::start(&cluster, &work.path().join("a"), "default", &[]);
+    let second = Mount::start(&cluster, &work.path().join("b"), "default", &[]);
     std::fs::write(first.path("log"), b"").unwrap();
     let records = 300;
     let writers: Vec<_> = [first.path("log"), second.path("log")]
@@ -801,7 +802,7 @@ fn pjdfstest_passes_on_the_mount() {
     let data_dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start_sized(data_dir.path(), 3, 2, "1GiB");
     let work = tempfile::tempdir().unwrap();
-    let mount = Mount::start(&cluster, &work.path().join("mnt"), 1, &[]);
+    let mount = Mount::start(&cluster, &work.path().join("mnt"), "default", &[]);
     std::fs::create_dir(mount.path("pjd")).unwrap();
     std::fs::set_permissions(mount.path("pjd"), std::fs::Permissions::from_mode(0o777)).unwrap();
     let output = Command::new(&pjdfstest)

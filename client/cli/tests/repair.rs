@@ -112,8 +112,8 @@ fn lost_node_reads_degraded_and_lost_device_is_repaired() {
     assert!(shards.status.success(), "{shards:?}");
     assert_eq!(
         String::from_utf8(shards.stdout).unwrap().lines().count(),
-        2,
-        "kiseki up --shards 2"
+        4,
+        "kiseki up --shards 4"
     );
     let waiting = cluster.admin(&["repair", "--json"]);
     assert!(waiting.status.success(), "{waiting:?}");

@@ -28,30 +28,20 @@ struct Tenant {
     secret_key: String,
 }
 
-/// Writes a tenants file with tenants `a` (namespace 1) and `b` (namespace 2), each with
-/// its own keys, before `kiseki up` starts the gateway on it.
-fn tenants_file(data_dir: &Path) -> (Tenant, Tenant) {
-    std::fs::create_dir_all(data_dir).unwrap();
-    let keys_b = data_dir.join("keys-b.json");
-    kiseki_client::KeyMaterial::load_or_create(&keys_b).unwrap();
-    let tenant = |name: &str, namespace: u64, keys: PathBuf| {
-        let (access_key, secret_key) = kiseki_gateway::config::new_credentials();
-        kiseki_gateway::config::TenantConfig {
-            name: name.into(),
-            access_key,
-            secret_key,
-            namespace,
-            keys,
-        }
+/// The tenants of the test: `a` is the default tenant `kiseki up` made (its namespace
+/// `default` is the one the data commands use), `b` a second tenant made through the
+/// control plane with a namespace of its own and an access key.
+fn tenants(cluster: &Cluster) -> (Tenant, Tenant) {
+    let (access_key, secret_key) = cluster.default_s3_credentials();
+    let a = Tenant { access_key, secret_key };
+    cluster.ok(&["tenant", "create", "b"], None);
+    cluster.ok(&["namespace", "create", "default", "--tenant", "b"], None);
+    let created = cluster.ok(&["key", "create", "--tenant", "b", "--json"], None);
+    let created: serde_json::Value = serde_json::from_slice(&created).unwrap();
+    let b = Tenant {
+        access_key: created["access_key"].as_str().unwrap().to_owned(),
+        secret_key: created["secret_key"].as_str().unwrap().to_owned(),
     };
-    let config = kiseki_gateway::config::GatewayConfig {
-        tenants: vec![tenant("a", 1, data_dir.join("keys.json")), tenant("b", 2, keys_b)],
-    };
-    config.save(&data_dir.join("gateway.json")).unwrap();
-    let [a, b] = [&config.tenants[0], &config.tenants[1]].map(|tenant| Tenant {
-        access_key: tenant.access_key.clone(),
-        secret_key: tenant.secret_key.clone(),
-    });
     (a, b)
 }
 
@@ -137,18 +127,26 @@ fn same_trees(left: &Path, right: &Path) {
     );
 }
 
-/// Starts a second gateway on the same tenants; waits until it listens.
-fn second_gateway(data_dir: &Path, seed: &str) -> (Child, String) {
+/// Starts a second gateway on the same control plane; waits until it listens.
+fn second_gateway(cluster: &Cluster) -> (Child, String) {
     let binary = Path::new(common::KISEKI).with_file_name("kiseki-gateway");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    let (control, keyserver) = cluster.services();
     let mut child = Command::new(binary)
-        .args(["s3", "--listen", &format!("127.0.0.1:{port}"), "--cluster", seed])
-        .arg("--tenants")
-        .arg(data_dir.join("gateway.json"))
+        .args([
+            "s3",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cluster",
+            &cluster.seed,
+        ])
+        .args(["--control", &control, "--keyserver", &keyserver])
+        .arg("--tls-dir")
+        .arg(cluster.data_dir().join("tls"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -163,8 +161,8 @@ fn second_gateway(data_dir: &Path, seed: &str) -> (Child, String) {
 fn s3_gateway_serves_real_clients() {
     let scratch = tempfile::tempdir().unwrap();
     let data_dir = scratch.path().join("data");
-    let (a, b) = tenants_file(&data_dir);
     let cluster = Cluster::start_with_s3(&data_dir, 1, 6);
+    let (a, b) = tenants(&cluster);
     let endpoint = cluster.s3_endpoint();
 
     // Every operation and error case through boto3, for two tenants.
@@ -241,7 +239,7 @@ fn s3_gateway_serves_real_clients() {
     assert!(compared.success(), "the 2 GiB object reads back identical");
     std::fs::remove_file(&sparse_back).unwrap();
 
-    // Objects are files and files are objects (namespace 1 is tenant a's).
+    // Objects are files and files are objects (tenant a's namespace `default`).
     let through_cli = cluster.ok(&["get", "/cli-tree/notes/readme.md", "-"], None);
     assert_eq!(through_cli, std::fs::read(tree.join("notes/readme.md")).unwrap());
     cluster.ok(
@@ -277,15 +275,15 @@ fn s3_gateway_serves_real_clients() {
     );
     assert_ne!(etag("notes/readme.md"), before, "a stale MD5 is never shown");
 
-    gateway_killed_mid_upload(&cluster, &data_dir, &endpoint, &a, scratch.path());
+    gateway_killed_mid_upload(&cluster, &endpoint, &a, scratch.path());
     cluster.stop();
 }
 
 /// A second gateway acknowledges an object and a part, then is SIGKILLed during an upload:
 /// the first gateway serves the acknowledged object and the old version of the key being
 /// replaced, lists the unfinished upload with its part, and aborts it.
-fn gateway_killed_mid_upload(cluster: &Cluster, data_dir: &Path, endpoint: &str, a: &Tenant, scratch: &Path) {
-    let (mut doomed, doomed_endpoint) = second_gateway(data_dir, &cluster.seed);
+fn gateway_killed_mid_upload(cluster: &Cluster, endpoint: &str, a: &Tenant, scratch: &Path) {
+    let (mut doomed, doomed_endpoint) = second_gateway(cluster);
     let original = scratch.join("original.bin");
     std::fs::write(&original, vec![7u8; 3 << 20]).unwrap();
     aws_ok(

@@ -20,7 +20,7 @@ fn code(error: &ClientError) -> Errno {
         ClientError::Namespace(namespace) => Errno::from_i32(namespace.errno()),
         ClientError::NoSpace(_) => Errno::ENOSPC,
         ClientError::Io(io) => io.raw_os_error().map_or(Errno::EIO, Errno::from_i32),
-        ClientError::Keys(_) => Errno::EACCES,
+        ClientError::Keys(_) | ClientError::Denied(_) => Errno::EACCES,
         ClientError::Invalid(_)
         | ClientError::Unavailable(_)
         | ClientError::Refused { .. }
@@ -28,6 +28,7 @@ fn code(error: &ClientError) -> Errno {
         | ClientError::Pipeline(_)
         | ClientError::Placement(_)
         | ClientError::Net(_)
+        | ClientError::Service { .. }
         | ClientError::Api(_) => Errno::EIO,
     }
 }
@@ -45,5 +46,12 @@ mod tests {
         assert_eq!(code(ClientError::Namespace(NamespaceError::CrossDevice)), libc::EXDEV);
         assert_eq!(code(ClientError::NoSpace("full".into())), libc::ENOSPC);
         assert_eq!(code(ClientError::Unavailable("down".into())), libc::EIO);
+        assert_eq!(code(ClientError::Namespace(NamespaceError::ReadOnly)), libc::EROFS);
+        let quota = NamespaceError::QuotaExceeded {
+            resource: kiseki_namespace::QuotaResource::Files,
+            usage: 2,
+            limit: 1,
+        };
+        assert_eq!(code(ClientError::Namespace(quota)), libc::EDQUOT);
     }
 }

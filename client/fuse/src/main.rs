@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use kiseki_client::cache::control::MountInfo;
 use kiseki_client::cache::{CacheConfig, ChunkCache};
-use kiseki_client::{parse_durability, KeyMaterial, Namespace};
+use kiseki_client::{open_namespace as open_namespace_of, parse_durability, KeyMaterial, Namespace, Profile};
 use kiseki_fuse::{session_config, KisekiFs, MountOptions};
 use kiseki_pipeline::Durability;
 
@@ -37,19 +37,26 @@ enum Cli {
 struct MountArgs {
     /// Where to mount.
     mountpoint: PathBuf,
-    /// Any core of any node (`kiseki up` prints them).
-    #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
+    /// The client profile: cluster, control plane, key server, certificate, tenant and
+    /// namespace (`kiseki up` writes `DATA_DIR/client.json`).
+    #[arg(long, env = "KISEKI_PROFILE", default_value = "./kiseki-data/client.json")]
+    profile: PathBuf,
+    /// The tenant; default: the profile's.
+    #[arg(long, env = "KISEKI_TENANT")]
+    tenant: Option<String>,
+    /// The namespace; default: the profile's.
+    #[arg(long, env = "KISEKI_NAMESPACE")]
+    namespace: Option<String>,
+    /// Without a control plane and key server (benchmarks): a key file of the single
+    /// tenant `default`, with `--cluster` and `--shard`.
+    #[arg(long, requires = "shard")]
+    keys: Option<PathBuf>,
+    /// With `--keys`: any core of any node.
+    #[arg(long, default_value = "127.0.0.1:9100")]
     cluster: SocketAddr,
-    /// The tenant whose keys the key file holds (until the control plane serves
-    /// tenants, the development key file holds one tenant, `default`).
-    #[arg(long, env = "KISEKI_TENANT", default_value = "default")]
-    tenant: String,
-    /// The namespace (for now, a shard number of the cluster map).
-    #[arg(long, env = "KISEKI_NAMESPACE", default_value_t = 1)]
-    namespace: u64,
-    /// The key file (`kiseki up` writes `DATA_DIR/keys.json`).
-    #[arg(long, env = "KISEKI_KEYS", default_value = "./kiseki-data/keys.json")]
-    keys: PathBuf,
+    /// With `--keys`: the shard of the cluster map that holds the namespace.
+    #[arg(long)]
+    shard: Option<u64>,
     /// Durability of new chunks (`3x`, `4+2`); default as `kiseki put`.
     #[arg(long, value_parser = parse_durability)]
     durability: Option<Durability>,
@@ -83,10 +90,10 @@ fn is_root() -> bool {
 }
 
 fn mount(args: MountArgs) -> anyhow::Result<()> {
-    if args.tenant != "default" {
+    if args.keys.is_some() && args.tenant.as_deref().is_some_and(|tenant| tenant != "default") {
         bail!(
-            "tenant {}: this cluster's development key file holds the tenant `default` only",
-            args.tenant
+            "tenant {}: a development key file holds the tenant `default` only",
+            args.tenant.as_deref().unwrap_or_default()
         );
     }
     let options = MountOptions::parse(args.options.iter().map(String::as_str), std::env::vars(), is_root())
@@ -96,7 +103,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         .thread_name("kiseki-fuse")
         .enable_all()
         .build()?;
-    let namespace = runtime.block_on(open_namespace(&args))?;
+    let (namespace, label) = runtime.block_on(open_namespace(&args))?;
     let cache = open_cache(&runtime, &args, &options, &namespace)?;
     let filesystem = KisekiFs::new(runtime.handle().clone(), namespace.clone(), cache.clone(), &options);
     let registry = filesystem.registry();
@@ -110,7 +117,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         background.notifier(),
         poll_interval,
     ));
-    println!("mounted {} (namespace {})", args.mountpoint.display(), args.namespace);
+    println!("mounted {} (namespace {label})", args.mountpoint.display());
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -186,8 +193,8 @@ fn open_cache(
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
     let info = MountInfo {
         mountpoint,
-        cluster: args.cluster.to_string(),
-        namespace: args.namespace,
+        cluster: namespace.client().map().nodes[0].host.to_string(),
+        namespace: namespace.id().0,
         cache_mode: options.cache_mode.name().into(),
         pid: std::process::id(),
     };
@@ -195,11 +202,29 @@ fn open_cache(
     Ok(cache)
 }
 
-async fn open_namespace(args: &MountArgs) -> anyhow::Result<Namespace> {
-    let keys = KeyMaterial::load(&args.keys).with_context(|| format!("loading keys from {}", args.keys.display()))?;
-    Namespace::connect(args.cluster, args.namespace, keys, args.durability)
+/// The namespace to mount and how to name it: through the profile (control plane and
+/// key server), or with `--keys` straight from a key file and a shard.
+async fn open_namespace(args: &MountArgs) -> anyhow::Result<(Namespace, String)> {
+    if let (Some(keys), Some(shard)) = (&args.keys, args.shard) {
+        let keys = KeyMaterial::load(keys).with_context(|| format!("loading keys from {}", keys.display()))?;
+        let namespace = Namespace::connect(args.cluster, shard, keys, args.durability)
+            .await
+            .with_context(|| format!("opening shard {shard} at {}", args.cluster))?;
+        return Ok((namespace, format!("shard {shard}")));
+    }
+    let mut profile =
+        Profile::load(&args.profile).with_context(|| "reading the profile (is `kiseki up` running here?)")?;
+    if let Some(tenant) = &args.tenant {
+        profile.tenant.clone_from(tenant);
+    }
+    if let Some(namespace) = &args.namespace {
+        profile.namespace.clone_from(namespace);
+    }
+    let label = format!("{}/{}", profile.tenant, profile.namespace);
+    let (namespace, _) = open_namespace_of(&profile, &profile.tenant, &profile.namespace, args.durability)
         .await
-        .with_context(|| format!("opening namespace {} at {}", args.namespace, args.cluster))
+        .with_context(|| format!("opening namespace {label}"))?;
+    Ok((namespace, label))
 }
 
 /// Whether a FUSE filesystem is mounted at `mountpoint`.

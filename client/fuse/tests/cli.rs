@@ -26,14 +26,16 @@ fn mount(arguments: &[&str]) -> (bool, String) {
 fn bad_options_and_unreachable_clusters_are_refused_clearly() {
     let keys = tempfile::NamedTempFile::new().unwrap();
     let keys = keys.path().to_str().unwrap();
-    let (ok, stderr) = mount(&["--keys", keys, "-o", "cache_mode=fast"]);
+    let (ok, stderr) = mount(&["--keys", keys, "--shard", "1", "-o", "cache_mode=fast"]);
     assert!(!ok && stderr.contains("cache_mode=fast"), "{stderr}");
-    let (ok, stderr) = mount(&["--keys", keys, "-o", "no_such_option"]);
+    let (ok, stderr) = mount(&["--keys", keys, "--shard", "1", "-o", "no_such_option"]);
     assert!(!ok && stderr.contains("unknown option"), "{stderr}");
-    let (ok, stderr) = mount(&["--keys", "/nonexistent/keys.json"]);
+    let (ok, stderr) = mount(&["--keys", "/nonexistent/keys.json", "--shard", "1"]);
     assert!(!ok && stderr.contains("loading keys"), "{stderr}");
-    let (ok, stderr) = mount(&["--keys", keys, "--tenant", "someone-else"]);
+    let (ok, stderr) = mount(&["--keys", keys, "--shard", "1", "--tenant", "someone-else"]);
     assert!(!ok && stderr.contains("tenant someone-else"), "{stderr}");
+    let (ok, stderr) = mount(&["--profile", "/nonexistent/client.json"]);
+    assert!(!ok && stderr.contains("reading the profile"), "{stderr}");
     let help = Command::new(FUSE).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("unmount"));
 }

@@ -45,6 +45,19 @@ pub enum ClientError {
     /// A map or message from a node is invalid.
     #[error("{0}")]
     Api(#[from] kiseki_api::ApiError),
+    /// The key server or the control plane refused the caller (its certificate's role).
+    #[error("permission denied by the {0}")]
+    Denied(String),
+    /// The key server or the control plane refused the request for another reason.
+    #[error("{service}: {message}")]
+    Service {
+        /// Which service.
+        service: &'static str,
+        /// The typed code.
+        code: kiseki_net::ErrorCode,
+        /// Its reason.
+        message: String,
+    },
     /// Reading the caller's input or writing its output failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

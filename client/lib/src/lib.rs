@@ -7,7 +7,9 @@
 //! ([`Client::propose`], [`Client::read`]), fragment calls that go straight to the core
 //! that owns the fragment ([`Client::put_fragment`], [`Client::get_fragment`]), and files
 //! and directories of a namespace ([`Namespace`]) with client-side chunking, encryption
-//! and erasure coding through `kiseki-pipeline`.
+//! and erasure coding through `kiseki-pipeline`; the key server's and the control plane's
+//! calling sides ([`services`]) and the profile that names them ([`profile`]), through
+//! which a client opens a tenant's namespace with keys it is allowed to hold.
 //!
 //! **Invariants.**
 //! - I-K1: plaintext never leaves this process: only sealed fragments are sent, and the
@@ -34,6 +36,8 @@ mod links;
 mod namespace;
 mod objects;
 mod posix;
+pub mod profile;
+pub mod services;
 
 pub use client::{Client, ClientOptions};
 pub use error::ClientError;
@@ -46,3 +50,5 @@ pub use namespace::{
 };
 pub use objects::{ObjectWriter, StoredData};
 pub use posix::{Capacity, Creator};
+pub use profile::{open_namespace, Profile};
+pub use services::{ControlClient, KeyServerClient, TlsIdentity};

@@ -10,7 +10,6 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::GatewayError;
@@ -102,15 +101,5 @@ impl GatewayConfig {
 
 /// A new random access key id (20 characters, as AWS's) and secret (40).
 pub fn new_credentials() -> (String, String) {
-    const KEY_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut rng = rand::thread_rng();
-    let mut pick = |alphabet: &[u8], count: usize| -> String {
-        (0..count)
-            .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
-            .collect()
-    };
-    let access = format!("KSK{}", pick(KEY_CHARS, 17));
-    let secret = pick(SECRET_CHARS, 40);
-    (access, secret)
+    kiseki_client::services::new_access_key()
 }

@@ -1,8 +1,9 @@
 //! `kiseki-gateway`: protocol front ends for clients that do not link the native client.
 //! Today it speaks S3 ([`s3`]); NFSv3 joins it later (issue 8) over the same tenants.
 //!
-//! **What it owns.** The S3 service: SigV4 authentication against each tenant's access
-//! keys ([`config`]), buckets as top-level directories of the tenant's namespace, objects
+//! **What it owns.** The tenants it serves ([`tenants`]: from the control plane, or a
+//! tenants file ([`config`])), the S3 service: SigV4 authentication against each tenant's
+//! access keys, buckets as top-level directories of the tenant's namespace, objects
 //! as files under them ([`s3::paths`] documents the key ↔ path mapping), listings in key
 //! order, multipart uploads, copies that reuse the source's chunks, and the HTTP server
 //! around it ([`server`]: bounded requests in flight, request ids, browser POST uploads
@@ -31,5 +32,6 @@ mod error;
 pub mod fuzzing;
 pub mod s3;
 pub mod server;
+pub mod tenants;
 
 pub use error::GatewayError;

@@ -1,4 +1,5 @@
-//! `kiseki-gateway`: serves S3 for the tenants of a tenants file, over a Kiseki cluster.
+//! `kiseki-gateway`: serves S3 over a Kiseki cluster for the tenants of its control plane
+//! (or of a tenants file).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,11 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use kiseki_client::{parse_durability, KeyMaterial, Namespace};
+use kiseki_client::{parse_durability, ControlClient, KeyMaterial, KeyServerClient, Namespace, TlsIdentity};
 use kiseki_gateway::config::GatewayConfig;
 use kiseki_gateway::s3::auth::TenantAuth;
 use kiseki_gateway::s3::S3Gateway;
 use kiseki_gateway::server::{serve, ServerLimits};
+use kiseki_gateway::tenants::Tenants;
 use kiseki_pipeline::Durability;
 use s3s::service::S3ServiceBuilder;
 
@@ -30,9 +32,33 @@ struct S3Options {
     /// Any core of any node of the cluster.
     #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
     cluster: SocketAddr,
-    /// The tenants file (`kiseki up` writes `DATA_DIR/gateway.json`).
+    /// The control plane, where tenants and their access keys come from.
+    #[arg(long, conflicts_with = "tenants", requires_all = ["keyserver", "tls_dir"])]
+    control: Option<SocketAddr>,
+    /// The key server, where tenants' keys come from (with `--control`).
     #[arg(long)]
-    tenants: PathBuf,
+    keyserver: Option<SocketAddr>,
+    /// Directory with the cluster CA (`ca.pem`) and this gateway's certificate (with
+    /// `--control`).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// The certificate name to present (its role must be `gateway`).
+    #[arg(long, default_value = "gateway")]
+    tls_name: String,
+    /// Each tenant's namespace that holds its buckets (with `--control`).
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// How often tenants and access keys are read again from the control plane (also at
+    /// once for an unknown access key).
+    #[arg(long, default_value_t = 2_000)]
+    tenants_refresh_ms: u64,
+    /// A tenants file instead of the control plane (tests and benchmarks): names, access
+    /// keys, secrets, namespaces and key files.
+    #[arg(long)]
+    tenants: Option<PathBuf>,
+    /// Address of the metrics and health endpoint (`/metrics`, `/health`).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// Durability of new chunks (`3x`, `4+2`); default: by the cluster's devices.
     #[arg(long, value_parser = parse_durability)]
     durability: Option<Durability>,
@@ -88,21 +114,62 @@ async fn connect(options: &S3Options, shard: u64, keys: KeyMaterial) -> anyhow::
     }
 }
 
-#[tokio::main]
-async fn run_s3(options: S3Options) -> anyhow::Result<()> {
-    let config = GatewayConfig::load(&options.tenants)?;
+/// The tenants of the tenants file, each namespace opened with its key file.
+async fn file_tenants(options: &S3Options, path: &std::path::Path) -> anyhow::Result<Tenants> {
+    let config = GatewayConfig::load(path)?;
     let mut namespaces = Vec::new();
     for tenant in &config.tenants {
         let keys = KeyMaterial::load(&tenant.keys).with_context(|| format!("tenant {}: keys", tenant.name))?;
         namespaces.push(
-            connect(&options, tenant.namespace, keys)
+            connect(options, tenant.namespace, keys)
                 .await
                 .with_context(|| format!("tenant {}: opening namespace {}", tenant.name, tenant.namespace))?,
         );
     }
-    let gateway = S3Gateway::new(&config, namespaces);
+    Ok(Tenants::from_file(&config, namespaces))
+}
+
+/// The tenants of the control plane, waiting up to a minute for it, the key server and
+/// the cluster to answer (the gateway may start beside them, as under `kiseki up`).
+async fn control_tenants(options: &S3Options, control: SocketAddr) -> anyhow::Result<Tenants> {
+    let (Some(keyserver), Some(tls_dir)) = (options.keyserver, &options.tls_dir) else {
+        anyhow::bail!("--control needs --keyserver and --tls-dir");
+    };
+    let identity = TlsIdentity::in_dir(tls_dir, &options.tls_name);
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = async {
+            let control = ControlClient::connect(control, &identity).await?;
+            let keyserver = KeyServerClient::connect(keyserver, &identity).await?;
+            let client =
+                kiseki_client::Client::connect(options.cluster, kiseki_client::ClientOptions::default()).await?;
+            Tenants::from_control(control, keyserver, client, &options.namespace).await
+        };
+        match attempt.await {
+            Ok(tenants) => return Ok(tenants),
+            Err(error @ kiseki_client::ClientError::Denied(_)) => return Err(error.into()),
+            Err(error) if started.elapsed() > std::time::Duration::from_secs(60) => return Err(error.into()),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+#[tokio::main]
+async fn run_s3(options: S3Options) -> anyhow::Result<()> {
+    let tenants = match (&options.tenants, options.control) {
+        (Some(path), _) => Arc::new(file_tenants(&options, path).await?),
+        (None, Some(control)) => {
+            let tenants = Arc::new(control_tenants(&options, control).await?);
+            let interval = std::time::Duration::from_millis(options.tenants_refresh_ms.max(100));
+            tokio::spawn(Arc::clone(&tenants).refresh_every(interval));
+            tenants
+        }
+        (None, None) => anyhow::bail!("give --control (with --keyserver and --tls-dir) or --tenants FILE"),
+    };
+    let served = tenants.table().tenants.len();
+    let gateway = S3Gateway::new(Arc::clone(&tenants));
     let mut builder = S3ServiceBuilder::new(gateway);
-    builder.set_auth(TenantAuth::new(&config));
+    builder.set_auth(TenantAuth::new(Arc::clone(&tenants)));
     if !options.domain.is_empty() {
         let domains: Vec<&str> = options.domain.iter().map(String::as_str).collect();
         builder.set_host(s3s::host::MultiDomain::new(&domains).context("--domain")?);
@@ -112,10 +179,21 @@ async fn run_s3(options: S3Options) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
     let address = listener.local_addr()?;
-    println!(
-        "kiseki-gateway: S3 on http://{address} for {} tenant(s)",
-        config.tenants.len()
-    );
+    println!("kiseki-gateway: S3 on http://{address} for {served} tenant(s)");
+    if let Some(admin_listen) = options.admin_listen {
+        let admin = tokio::net::TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("listening on {admin_listen}"))?;
+        let metrics_tenants = Arc::clone(&tenants);
+        tokio::spawn(kiseki_net::serve_admin(
+            admin,
+            move || {
+                let tenants = metrics_tenants.table().tenants.len();
+                async move { format!("# TYPE kiseki_gateway_tenants gauge\nkiseki_gateway_tenants {tenants}\n") }
+            },
+            std::future::pending(),
+        ));
+    }
     let limits = ServerLimits {
         requests_in_flight_max: options.requests_in_flight_max,
     };

@@ -1,5 +1,6 @@
 //! The plain types that Kiseki's processes exchange: the messages of the metadata
-//! service ([`meta`]) and of the fragment service ([`fragment`]), the reads and outcomes
+//! service ([`meta`]), of the fragment service ([`fragment`]), of the key server
+//! ([`keys`]) and of the control plane ([`control`]), the reads and outcomes
 //! they carry ([`query`]), and the cluster map ([`ClusterMap`]) from which every process
 //! computes where a shard's replicas and a chunk's fragments live.
 //!
@@ -17,15 +18,19 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+pub mod control;
 pub mod fragment;
+pub mod keys;
 pub mod meta;
 mod query;
+mod roles;
 
 pub use cluster::{device_id, split_device_id, ClusterMap, NodeInfo, DEVICES_PER_NODE_MAX};
 pub use query::{
     DeltaOutcome, ListedEntry, NameBound, ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX,
     WATCH_EVENTS_PER_READ_MAX,
 };
+pub use roles::{validate_tenant_name, Role, SYSTEM_TENANT};
 
 /// Errors of the API types.
 #[derive(Debug, thiserror::Error)]

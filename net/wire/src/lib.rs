@@ -25,7 +25,8 @@
 //!
 //! **Features.** `runtime` (default): connections, servers and transports on
 //! `kiseki-runtime` executors, as storage nodes run them. `tokio`: [`tokio_rpc`], the
-//! calling side of a connection for tokio processes (clients, gateways). Without
+//! calling side of a connection for tokio processes (clients, gateways), and
+//! [`serve_tokio`], the serving side for tokio processes (the key server, the control plane). Without
 //! `runtime`, the crate links no part of the per-core runtime: frames, bodies, error
 //! codes and TLS configuration only.
 //!
@@ -46,6 +47,8 @@ mod stream;
 pub mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio_rpc;
+#[cfg(feature = "tokio")]
+mod tokio_server;
 #[cfg(feature = "runtime")]
 mod transport;
 
@@ -65,6 +68,8 @@ pub use stream::{BufferFuture, ByteStream, LocalBoxFuture, MemoryStream, RECV_BY
 pub use tls::TlsFiles;
 #[cfg(feature = "runtime")]
 pub use tls::{TlsStream, TlsTransport};
+#[cfg(feature = "tokio")]
+pub use tokio_server::{serve_admin, serve_tokio, stop_on_signals, stopped, TokioPeer, TokioService};
 #[cfg(feature = "runtime")]
 pub use transport::{Accepted, Listener, TcpTransport, Transport};
 

@@ -264,6 +264,21 @@ pub enum Delta {
         /// Modification (and change) time.
         mtime: Timestamp,
     },
+    /// Sets the namespace's quota (the control plane proposes it); `None` lifts a limit.
+    /// Deltas that would raise usage past a limit are refused `QuotaExceeded` from the
+    /// next index on; usage already above a lowered limit stays and may only shrink.
+    SetQuota {
+        /// Bytes stored (extents, inline data, multipart parts) at most.
+        bytes_max: Option<u64>,
+        /// Inodes (the root not counted) at most.
+        files_max: Option<u64>,
+    },
+    /// Turns maintenance on or off: while on, every delta but this one and `Noop` is
+    /// refused `ReadOnly`.
+    SetReadOnly {
+        /// Whether changes are refused.
+        read_only: bool,
+    },
 }
 
 /// Flags of a rename (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`; both at once is `InvalidArgument`).

@@ -16,12 +16,14 @@ mod errno {
     pub const EINVAL: i32 = 22;
     pub const EFBIG: i32 = 27;
     pub const ENOSPC: i32 = 28;
+    pub const EROFS: i32 = 30;
     pub const EMLINK: i32 = 31;
     pub const ERANGE: i32 = 34;
     pub const ENAMETOOLONG: i32 = 36;
     pub const ENOTEMPTY: i32 = 39;
     pub const ENODATA: i32 = 61;
     pub const ESTALE: i32 = 116;
+    pub const EDQUOT: i32 = 122;
 }
 
 /// A bound of [`NamespaceConfig`](crate::NamespaceConfig) (or a fixed protocol bound) that a
@@ -144,6 +146,29 @@ pub enum NamespaceError {
         /// What failed.
         reason: String,
     },
+    // New variants go last: refusals are kept in snapshots (deduplicated outcomes).
+    /// The delta would raise the namespace's usage past its quota (EDQUOT).
+    #[error("quota exceeded: {resource:?} (usage {usage}, limit {limit})")]
+    QuotaExceeded {
+        /// What ran out.
+        resource: QuotaResource,
+        /// Usage after the delta would have applied.
+        usage: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The namespace is in maintenance (read-only) (EROFS).
+    #[error("read-only: the cluster is in maintenance")]
+    ReadOnly,
+}
+
+/// What a quota limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuotaResource {
+    /// Bytes stored.
+    Bytes,
+    /// Inodes.
+    Files,
 }
 
 impl NamespaceError {
@@ -180,6 +205,8 @@ impl NamespaceError {
             NamespaceError::WatchGap { .. } => errno::ERANGE,
             NamespaceError::IndexOutOfOrder { .. } => errno::EINVAL,
             NamespaceError::Corrupt { .. } => errno::EIO,
+            NamespaceError::QuotaExceeded { .. } => errno::EDQUOT,
+            NamespaceError::ReadOnly => errno::EROFS,
         }
     }
 

@@ -47,10 +47,10 @@ pub use config::{NamespaceConfig, WATCH_EVENTS_MIN};
 pub use delta::{
     AttrChanges, CompletedPart, Delta, ObjectCondition, ObjectContent, RenameFlags, SetAttrGuard, XattrSetMode,
 };
-pub use error::{Limit, NamespaceError};
+pub use error::{Limit, NamespaceError, QuotaResource};
 pub use snapshot::{NamespaceSnapshot, SNAPSHOT_FORMAT_VERSION};
 pub use state::NamespaceState;
-pub use tables::READDIR_COOKIE_FIRST;
+pub use tables::{NamespacePolicy, READDIR_COOKIE_FIRST};
 pub use types::{
     validate_name, Attributes, ChunkLocator, Extent, FileKind, InodeId, NamespaceId, NewAttributes, ObjectMeta,
     Timestamp, UploadId, MODE_PERMISSION_BITS_MAX, NAME_BYTES_MAX, XATTR_NAME_BYTES_MAX,

@@ -2,25 +2,29 @@
 //!
 //! Encoding (postcard): the format version, the last applied index, then the body: the
 //! configuration, the id counters and every primary map as a sequence of `(key, value)`
-//! pairs in key order. Derived tables (readdir cookies index, chunk reference counts,
-//! totals) are not encoded; decoding rebuilds them, and a restore checks every invariant.
+//! pairs in key order, then the policy (quota and maintenance; version 2 on). Derived
+//! tables (readdir cookies index, chunk reference counts, totals) are not encoded;
+//! decoding rebuilds them, and a restore checks every invariant.
 //! Because all maps iterate in key order, equal states encode to identical bytes.
 
 use std::sync::Arc;
 
 use imbl::OrdMap;
 use serde::ser::SerializeSeq;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::config::NamespaceConfig;
 use crate::delta::{decode, encode};
 use crate::error::NamespaceError;
-use crate::tables::{CookieRecord, DentryKey, DentryRecord, InodeRecord, PartRecord, Tables, Totals, UploadRecord};
+use crate::tables::{
+    CookieRecord, DentryKey, DentryRecord, InodeRecord, NamespacePolicy, PartRecord, Tables, Totals, UploadRecord,
+};
 use crate::types::{Extent, FileKind, InodeId, UploadId};
 use crate::view::PinnedView;
 
-/// The snapshot encoding's version.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// The snapshot encoding's version. Version 2 appends the namespace policy (quota,
+/// maintenance) after the body; version 1 snapshots still decode, with no policy.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// A snapshot of a namespace state at one index: O(1) to take (it shares the state's
 /// persistent maps), serialized only when encoded. Restore with
@@ -55,8 +59,14 @@ impl NamespaceSnapshot {
     /// Decodes [`NamespaceSnapshot::encode`]'s output (`Corrupt` on any malformation; the
     /// invariants are checked by `restore`).
     pub fn decode(bytes: &[u8]) -> Result<NamespaceSnapshot, NamespaceError> {
-        let wire: SnapshotWire = decode(bytes)?;
-        wire.into_snapshot()
+        let (wire, rest): (SnapshotWire, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|error| NamespaceError::corrupt(format!("decode: {error}")))?;
+        let policy = match wire.format_version {
+            1 if rest.is_empty() => NamespacePolicy::default(),
+            1 => return Err(NamespaceError::corrupt(format!("{} trailing bytes", rest.len()))),
+            _ => decode(rest)?,
+        };
+        wire.into_snapshot(policy)
     }
 }
 
@@ -131,14 +141,7 @@ struct SnapshotWire {
 impl Serialize for NamespaceSnapshot {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let body = BodyRef::new(&self.config, &self.view.tables);
-        (SNAPSHOT_FORMAT_VERSION, self.view.index, body).serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for NamespaceSnapshot {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let wire = SnapshotWire::deserialize(deserializer)?;
-        wire.into_snapshot().map_err(serde::de::Error::custom)
+        (SNAPSHOT_FORMAT_VERSION, self.view.index, body, self.view.tables.policy).serialize(serializer)
     }
 }
 
@@ -157,8 +160,8 @@ fn ordered_map<K: Ord + Clone, V: Clone, W>(
 }
 
 impl SnapshotWire {
-    fn into_snapshot(self) -> Result<NamespaceSnapshot, NamespaceError> {
-        if self.format_version != SNAPSHOT_FORMAT_VERSION {
+    fn into_snapshot(self, policy: NamespacePolicy) -> Result<NamespaceSnapshot, NamespaceError> {
+        if !(1..=SNAPSHOT_FORMAT_VERSION).contains(&self.format_version) {
             return Err(NamespaceError::corrupt(format!(
                 "snapshot format version {}",
                 self.format_version
@@ -177,6 +180,7 @@ impl SnapshotWire {
             next_inode: body.next_inode,
             next_upload: body.next_upload,
             totals: Totals::default(),
+            policy,
         };
         rebuild_derived(&mut tables)?;
         Ok(NamespaceSnapshot {
@@ -245,7 +249,7 @@ pub(crate) fn derive(tables: &Tables) -> Result<Derived, NamespaceError> {
 /// counters, primary maps), without the last applied index, so replicas that applied the
 /// same deltas agree, and a refused delta or a `Noop` does not change it.
 pub(crate) fn digest(config: &NamespaceConfig, tables: &Tables) -> [u8; 32] {
-    blake3::hash(&encode(&BodyRef::new(config, tables))).into()
+    blake3::hash(&encode(&(BodyRef::new(config, tables), tables.policy))).into()
 }
 
 /// Whether a kind and a body agree (for the invariant check).

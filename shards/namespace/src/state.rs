@@ -3,13 +3,41 @@
 use crate::apply::{Applied, Context};
 use crate::config::NamespaceConfig;
 use crate::delta::Delta;
-use crate::error::NamespaceError;
+use crate::error::{NamespaceError, QuotaResource};
 use crate::invariants;
 use crate::snapshot::{digest, NamespaceSnapshot};
-use crate::tables::{DirectoryBody, InodeBody, InodeRecord, Tables, READDIR_COOKIE_FIRST};
+use crate::tables::{DirectoryBody, InodeBody, InodeRecord, NamespacePolicy, Tables, READDIR_COOKIE_FIRST};
 use crate::types::{Attributes, ChunkLocator, FileKind, InodeId, ObjectMeta, Timestamp, UploadId};
 use crate::view::{DirEntry, NamespaceStats, PartInfo, PinnedView, ReadPiece, UploadInfo};
 use crate::watch::{WatchEvent, WatchLog};
+
+/// Refuses (`QuotaExceeded`) a change from `before` to `after` that raised a usage the
+/// quota limits past its limit. Usage that shrinks or stays is always allowed, so a
+/// namespace over a lowered quota can still delete.
+fn check_quota(policy: &NamespacePolicy, before: &Tables, after: &Tables) -> Result<(), NamespaceError> {
+    let checks = [
+        (
+            QuotaResource::Bytes,
+            policy.quota_bytes_max,
+            before.totals.quota_bytes(),
+            after.totals.quota_bytes(),
+        ),
+        (
+            QuotaResource::Files,
+            policy.quota_files_max,
+            before.quota_files(),
+            after.quota_files(),
+        ),
+    ];
+    for (resource, limit, usage_before, usage) in checks {
+        if let Some(limit) = limit {
+            if usage > limit && usage > usage_before {
+                return Err(NamespaceError::QuotaExceeded { resource, usage, limit });
+            }
+        }
+    }
+    Ok(())
+}
 
 /// One replica's namespace state. Deterministic: replicas that apply the same deltas at
 /// the same indexes hold equal states (equal [`NamespaceState::state_digest`]s).
@@ -77,8 +105,22 @@ impl NamespaceState {
             });
         }
         self.view.index = index;
+        let policy = self.view.tables.policy;
+        if policy.read_only && !matches!(delta, Delta::Noop | Delta::SetReadOnly { .. }) {
+            return Err(NamespaceError::ReadOnly);
+        }
+        // With a quota, the delta applies to the tables while a copy of them (O(1), shared
+        // nodes) is kept, and the copy comes back if usage grew past a limit.
+        let before =
+            (policy.quota_bytes_max.is_some() || policy.quota_files_max.is_some()).then(|| self.view.tables.clone());
         let mut context = Context::new(&self.config, index);
         self.view.tables.apply(&mut context, delta)?;
+        if let Some(before) = before {
+            if let Err(error) = check_quota(&policy, &before, &self.view.tables) {
+                self.view.tables = before;
+                return Err(error);
+            }
+        }
         let applied = context.finish(&self.view.tables);
         self.watch.push(&applied.events);
         Ok(applied)

@@ -216,6 +216,28 @@ impl Totals {
     }
 }
 
+/// The namespace's quota and maintenance switch, set by deltas (`SetQuota`,
+/// `SetReadOnly`) and kept in snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespacePolicy {
+    /// Bytes stored (file extents, inline data, multipart parts) at most.
+    pub quota_bytes_max: Option<u64>,
+    /// Inodes (the root not counted) at most.
+    pub quota_files_max: Option<u64>,
+    /// Whether every change but leaving maintenance is refused.
+    pub read_only: bool,
+}
+
+impl Totals {
+    /// Bytes a quota counts: extent bytes, inline bytes and multipart part bytes (what
+    /// the namespace stores, before redundancy).
+    pub(crate) fn quota_bytes(&self) -> u64 {
+        self.extent_bytes
+            .wrapping_add(self.inline_bytes)
+            .wrapping_add(self.multipart_bytes)
+    }
+}
+
 /// Key of a directory entry.
 pub(crate) type DentryKey = (InodeId, Vec<u8>);
 
@@ -239,9 +261,16 @@ pub(crate) struct Tables {
     pub next_upload: u64,
     /// Derived sums.
     pub totals: Totals,
+    /// Quota and maintenance.
+    pub policy: NamespacePolicy,
 }
 
 impl Tables {
+    /// Inodes a quota counts (the root excluded).
+    pub(crate) fn quota_files(&self) -> u64 {
+        (self.inodes.len() as u64).saturating_sub(1)
+    }
+
     /// The tables of a new namespace: only the root directory.
     pub(crate) fn new(root: InodeRecord, next_inode: u64) -> Self {
         let mut tables = Tables {
@@ -256,6 +285,7 @@ impl Tables {
             next_inode,
             next_upload: 1,
             totals: Totals::default(),
+            policy: NamespacePolicy::default(),
         };
         tables.put_inode(InodeId::ROOT, root);
         tables

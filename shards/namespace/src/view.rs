@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::data::validate_xattr_name;
 use crate::error::NamespaceError;
-use crate::tables::Tables;
+use crate::tables::{NamespacePolicy, Tables};
 use crate::types::{
     validate_name, Attributes, ChunkLocator, Extent, FileKind, InodeId, ObjectMeta, Timestamp, UploadId,
 };
@@ -143,6 +143,12 @@ pub struct NamespaceStats {
     pub multipart_parts: u64,
     /// Bytes of stored parts.
     pub multipart_bytes: u64,
+    /// Bytes the quota counts (extents, inline data, parts).
+    pub quota_bytes_used: u64,
+    /// Inodes the quota counts (the root excluded).
+    pub quota_files_used: u64,
+    /// The quota and the maintenance switch.
+    pub policy: NamespacePolicy,
 }
 
 impl PinnedView {
@@ -405,6 +411,9 @@ impl PinnedView {
             multipart_uploads: self.tables.uploads.len() as u64,
             multipart_parts: totals.multipart_parts,
             multipart_bytes: totals.multipart_bytes,
+            quota_bytes_used: totals.quota_bytes(),
+            quota_files_used: self.tables.quota_files(),
+            policy: self.tables.policy,
         }
     }
 

@@ -159,7 +159,7 @@ fn resolve(delta: &Delta, state: &NamespaceState) -> Delta {
             }
         }
         Delta::MultipartPart { upload_id, .. } | Delta::MultipartAbort { upload_id } => pick_upload(upload_id, state),
-        Delta::Noop => {}
+        Delta::Noop | Delta::SetQuota { .. } | Delta::SetReadOnly { .. } => {}
     }
     match &mut delta {
         Delta::Unlink { parent, name, .. } | Delta::Rmdir { parent, name, .. } => pick_name(*parent, name, state),
@@ -354,6 +354,18 @@ fn entry_delta() -> impl Strategy<Value = Delta> {
         2 => rmdir_delta(),
         4 => rename_delta(),
         1 => Just(Delta::Noop),
+        1 => policy_delta(),
+    ]
+}
+
+/// Quotas near what the random sequences reach, and maintenance switched on and off.
+fn policy_delta() -> impl Strategy<Value = Delta> {
+    let limit = prop_oneof![2 => Just(None), 1 => (0u64..2000).prop_map(Some)];
+    let files = prop_oneof![2 => Just(None), 1 => (0u64..30).prop_map(Some)];
+    prop_oneof![
+        3 => (limit, files).prop_map(|(bytes_max, files_max)| Delta::SetQuota { bytes_max, files_max }),
+        1 => Just(Delta::SetReadOnly { read_only: true }),
+        2 => Just(Delta::SetReadOnly { read_only: false }),
     ]
 }
 

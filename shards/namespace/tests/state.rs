@@ -288,6 +288,15 @@ fn errno_values_match_linux() {
         (E::NoData, libc::ENODATA),
         (E::InvalidPart { part_number: 1 }, libc::EINVAL),
         (E::Corrupt { reason: String::new() }, libc::EIO),
+        (E::ReadOnly, libc::EROFS),
+        (
+            E::QuotaExceeded {
+                resource: kiseki_namespace::QuotaResource::Bytes,
+                usage: 2,
+                limit: 1,
+            },
+            libc::EDQUOT,
+        ),
         (E::LimitExceeded { limit: Limit::FileSize }, libc::EFBIG),
         (E::LimitExceeded { limit: Limit::Inodes }, libc::ENOSPC),
         (E::LimitExceeded { limit: Limit::Links }, libc::EMLINK),

@@ -29,18 +29,46 @@ fn up_log() -> Stdio {
     }
 }
 
-/// `kiseki up` and the pid of each node, once every node printed `ready`.
+/// The ports one `kiseki up` uses, kept across restarts.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    base: u16,
+    metrics: u16,
+    s3: u16,
+    s3_metrics: u16,
+    control: u16,
+    control_metrics: u16,
+    keyserver: u16,
+    keyserver_metrics: u16,
+}
+
+impl Ports {
+    fn free(with_gateways: bool) -> Ports {
+        Ports {
+            base: free_port(),
+            metrics: free_port(),
+            s3: if with_gateways { free_port() } else { 0 },
+            s3_metrics: free_port(),
+            control: free_port(),
+            control_metrics: free_port(),
+            keyserver: free_port(),
+            keyserver_metrics: free_port(),
+        }
+    }
+}
+
+/// `kiseki up` (nodes, key server, control plane, gateway) and the pid of each node, once
+/// it printed `kiseki up: ready`.
 pub struct Cluster {
     up: Child,
     pub node_pids: Vec<u32>,
     pub seed: String,
-    pub keys: PathBuf,
+    /// The operator's client profile (`DATA_DIR/client.json`, the `admin` certificate).
+    pub profile: PathBuf,
     data_dir: PathBuf,
     nodes: u64,
     devices: u64,
-    port_base: u16,
-    metrics_port: u16,
-    s3_port: u16,
+    ports: Ports,
 }
 
 impl Cluster {
@@ -57,72 +85,86 @@ impl Cluster {
             "kiseki-server must be built beside kiseki ({})",
             server.display()
         );
-        // Ports p .. p+1 for the one core of each node on its own address; metrics on another.
-        let port_base = free_port();
-        let metrics_port = free_port();
-        Cluster::launch(data_dir, nodes, devices, device_size, port_base, metrics_port, 0)
+        Cluster::launch(data_dir, nodes, devices, device_size, Ports::free(false))
     }
 
     /// [`Cluster::start`] with the S3 gateway on a free port ([`Cluster::s3_endpoint`]),
-    /// serving the tenants of `DATA_DIR/gateway.json` (made by `kiseki up` if absent).
+    /// serving the tenants of the control plane.
     pub fn start_with_s3(data_dir: &Path, nodes: u64, devices: u64) -> Cluster {
-        let (port_base, metrics_port, s3_port) = (free_port(), free_port(), free_port());
-        Cluster::launch(data_dir, nodes, devices, "1GiB", port_base, metrics_port, s3_port)
+        Cluster::launch(data_dir, nodes, devices, "1GiB", Ports::free(true))
     }
 
     /// The S3 endpoint, when the gateway runs.
     pub fn s3_endpoint(&self) -> String {
-        assert!(self.s3_port != 0, "the cluster was started without the gateway");
-        format!("http://127.0.0.1:{}", self.s3_port)
+        assert!(self.ports.s3 != 0, "the cluster was started without the gateway");
+        format!("http://127.0.0.1:{}", self.ports.s3)
+    }
+
+    /// The control plane's and the key server's addresses.
+    pub fn services(&self) -> (String, String) {
+        (
+            format!("127.0.0.1:{}", self.ports.control),
+            format!("127.0.0.1:{}", self.ports.keyserver),
+        )
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The default tenant's S3 credentials `kiseki up` made.
+    pub fn default_s3_credentials(&self) -> (String, String) {
+        let text = std::fs::read_to_string(self.data_dir.join("s3-credentials.json")).unwrap();
+        let key: serde_json::Value = serde_json::from_str(&text).unwrap();
+        (
+            key["access_key"].as_str().unwrap().to_owned(),
+            key["secret_key"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// Stops `kiseki up`, runs `between` (e.g. to damage a device), and starts it again
     /// on the same data directory and ports.
     pub fn restart_after(self, between: impl FnOnce(&Path)) -> Cluster {
-        let (data_dir, nodes, devices) = (self.data_dir.clone(), self.nodes, self.devices);
-        let (port_base, metrics_port) = (self.port_base, self.metrics_port);
+        let (data_dir, nodes, devices, ports) = (self.data_dir.clone(), self.nodes, self.devices, self.ports);
         self.stop();
         between(&data_dir);
         // The size only applies to devices not created yet.
-        Cluster::launch(&data_dir, nodes, devices, "512MiB", port_base, metrics_port, 0)
+        Cluster::launch(&data_dir, nodes, devices, "512MiB", ports)
     }
 
-    fn launch(
-        data_dir: &Path,
-        nodes: u64,
-        devices: u64,
-        device_size: &str,
-        port_base: u16,
-        metrics_port: u16,
-        s3_port: u16,
-    ) -> Cluster {
+    fn launch(data_dir: &Path, nodes: u64, devices: u64, device_size: &str, ports: Ports) -> Cluster {
+        let port = |port: u16| port.to_string();
         let mut up = Command::new(KISEKI)
-            .args(["up", "--cores", "1", "--device-size", device_size, "--shards", "2"])
+            .args(["up", "--cores", "1", "--device-size", device_size, "--shards", "4"])
             .args(["--nodes", &nodes.to_string(), "--devices", &devices.to_string()])
+            .args(["--port-base", &port(ports.base), "--metrics-port", &port(ports.metrics)])
             .args([
-                "--port-base",
-                &port_base.to_string(),
-                "--metrics-port",
-                &metrics_port.to_string(),
+                "--s3-port",
+                &port(ports.s3),
+                "--s3-metrics-port",
+                &port(ports.s3_metrics),
             ])
-            .args(["--s3-port", &s3_port.to_string()])
+            .args(["--control-port", &port(ports.control)])
+            .args(["--control-metrics-port", &port(ports.control_metrics)])
+            .args(["--keyserver-port", &port(ports.keyserver)])
+            .args(["--keyserver-metrics-port", &port(ports.keyserver_metrics)])
             .arg("--data-dir")
             .arg(data_dir)
             .env(
                 "RUST_LOG",
                 std::env::var("KISEKI_TEST_UP_RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .env("KISEKI_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(up_log())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
         let mut node_pids = Vec::new();
-        let mut ready = 0;
-        let mut gateway = s3_port == 0;
+        let mut ready = false;
         for line in lines.by_ref() {
             let line = line.unwrap();
-            gateway |= line.starts_with("kiseki-gateway: S3 on");
             if let Some(rest) = line.strip_prefix("kiseki up: node ") {
                 let pid = rest
                     .split("(pid ")
@@ -131,27 +173,26 @@ impl Cluster {
                     .unwrap();
                 node_pids.push(pid.parse().unwrap());
             }
-            if line == "ready" {
-                ready += 1;
-            }
-            if ready == nodes && gateway {
+            if line == "kiseki up: ready" {
+                ready = true;
                 break;
             }
         }
-        assert_eq!(ready, nodes, "every node prints ready");
-        assert!(gateway, "the gateway starts");
+        assert!(
+            ready,
+            "kiseki up prints `kiseki up: ready` (set KISEKI_TEST_UP_LOG to see why not)"
+        );
+        assert_eq!(node_pids.len() as u64, nodes, "every node starts");
         std::thread::spawn(move || for _ in lines {});
         Cluster {
             up,
             node_pids,
-            seed: format!("127.0.0.1:{port_base}"),
-            keys: data_dir.join("keys.json"),
+            seed: format!("127.0.0.1:{}", ports.base),
+            profile: data_dir.join("client.json"),
             data_dir: data_dir.to_path_buf(),
             nodes,
             devices,
-            port_base,
-            metrics_port,
-            s3_port,
+            ports,
         }
     }
 
@@ -176,13 +217,13 @@ impl Cluster {
         assert!(killed.success());
     }
 
+    /// Runs a data or administration command with the operator's profile.
     pub fn kiseki(&self, arguments: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
         let mut command = Command::new(KISEKI);
         command
             .args(arguments)
-            .args(["--cluster", &self.seed])
-            .arg("--keys")
-            .arg(&self.keys)
+            .arg("--profile")
+            .arg(&self.profile)
             .env("RUST_LOG", "warn")
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
@@ -198,9 +239,8 @@ impl Cluster {
     pub fn spawn(&self, arguments: &[&str]) -> Child {
         Command::new(KISEKI)
             .args(arguments)
-            .args(["--cluster", &self.seed])
-            .arg("--keys")
-            .arg(&self.keys)
+            .arg("--profile")
+            .arg(&self.profile)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -173,6 +173,15 @@ pub struct ChunkCache {
     requests: mpsc::Sender<Request>,
 }
 
+impl std::fmt::Debug for ChunkCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkCache")
+            .field("mode", &self.mode)
+            .field("pool", &self.pool.dir())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ChunkCache {
     /// Makes the pool under `config.dir` (scrubbing the pools of dead clients there) and
     /// starts the cache task; answers what the scrub removed.

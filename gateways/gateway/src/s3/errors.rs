@@ -3,7 +3,7 @@
 
 use kiseki_client::ClientError;
 use kiseki_namespace::{Limit, NamespaceError};
-use s3s::{s3_error, S3Error};
+use s3s::{s3_error, S3Error, S3ErrorCode};
 
 /// The S3 error for a failed client call on an object.
 pub fn client_error(error: ClientError) -> S3Error {
@@ -11,6 +11,7 @@ pub fn client_error(error: ClientError) -> S3Error {
         ClientError::Namespace(error) => namespace_error(error),
         ClientError::Invalid(reason) => s3_error!(InvalidArgument, "{reason}"),
         ClientError::NoSpace(reason) => s3_error!(ServiceUnavailable, "no space: {reason}"),
+        ClientError::Denied(reason) => s3_error!(AccessDenied, "{reason}"),
         error @ (ClientError::Unavailable(_) | ClientError::Net(_) | ClientError::Refused { .. }) => {
             s3_error!(ServiceUnavailable, "{error}")
         }
@@ -47,6 +48,13 @@ pub fn namespace_error(error: NamespaceError) -> S3Error {
             limit => s3_error!(ServiceUnavailable, "namespace limit reached: {limit:?}"),
         },
         error @ NamespaceError::InvalidArgument { .. } => s3_error!(InvalidArgument, "{error}"),
+        // As Ceph RGW answers it: 403 with the code `QuotaExceeded`.
+        error @ NamespaceError::QuotaExceeded { .. } => {
+            let mut refused = S3Error::with_message(S3ErrorCode::Custom("QuotaExceeded".into()), error.to_string());
+            refused.set_status_code(http::StatusCode::FORBIDDEN);
+            refused
+        }
+        NamespaceError::ReadOnly => s3_error!(ServiceUnavailable, "the cluster is in maintenance (read-only)"),
         error => {
             tracing::warn!(%error, "namespace refused a request");
             s3_error!(InternalError, "{error}")

@@ -105,13 +105,13 @@ fn sort_key(entry: &DirEntry) -> Vec<u8> {
 impl<'n> Walk<'n> {
     /// A walk of `bucket` under `prefix`, after the key `after`.
     pub(crate) async fn new(
-        bucket: &BucketRef<'n>,
+        bucket: &'n BucketRef,
         prefix: &str,
         delimiter: Option<&str>,
         after: Option<&str>,
     ) -> S3Result<Walk<'n>> {
         let mut walk = Walk {
-            namespace: bucket.namespace,
+            namespace: &bucket.namespace,
             prefix: prefix.to_owned(),
             delimiter: delimiter.filter(|delimiter| !delimiter.is_empty()).map(str::to_owned),
             after: after.filter(|after| !after.is_empty()).map(str::to_owned),
@@ -314,7 +314,7 @@ impl<'n> Walk<'n> {
 
 /// A page of a listing: up to `max_keys` items and whether more follow.
 pub(crate) async fn page(
-    bucket: &BucketRef<'_>,
+    bucket: &BucketRef,
     prefix: &str,
     delimiter: Option<&str>,
     after: Option<&str>,

@@ -13,7 +13,6 @@ pub(crate) mod multipart;
 pub(crate) mod objects;
 pub mod paths;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use kiseki_client::{ClientError, Namespace};
@@ -21,75 +20,52 @@ use kiseki_namespace::{FileKind, InodeId, NamespaceError};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
-use crate::config::GatewayConfig;
+use crate::tenants::{Tenant, Tenants};
 use errors::client_error;
-
-/// One tenant as the gateway serves it.
-#[derive(Debug)]
-pub struct Tenant {
-    /// Its name.
-    pub name: String,
-    /// Its namespace, opened with its keys.
-    pub namespace: Namespace,
-}
 
 /// The S3 service of every tenant.
 #[derive(Clone, Debug)]
 pub struct S3Gateway {
-    tenants: Arc<Vec<Tenant>>,
-    by_access_key: Arc<HashMap<String, usize>>,
+    tenants: Arc<Tenants>,
 }
 
 /// A bucket of the calling tenant: its directory in the tenant's namespace.
-pub(crate) struct BucketRef<'g> {
-    pub namespace: &'g Namespace,
+pub(crate) struct BucketRef {
+    pub namespace: Namespace,
     pub name: String,
     pub dir: InodeId,
 }
 
 impl S3Gateway {
-    /// The service over `tenants` (each opened on its namespace); `config` gives their
-    /// access keys, in the same order.
-    pub fn new(config: &GatewayConfig, namespaces: Vec<Namespace>) -> S3Gateway {
-        let mut tenants = Vec::new();
-        let mut by_access_key = HashMap::new();
-        for (index, (tenant, namespace)) in config.tenants.iter().zip(namespaces).enumerate() {
-            by_access_key.insert(tenant.access_key.clone(), index);
-            tenants.push(Tenant {
-                name: tenant.name.clone(),
-                namespace,
-            });
-        }
-        S3Gateway {
-            tenants: Arc::new(tenants),
-            by_access_key: Arc::new(by_access_key),
-        }
+    /// The service over `tenants`.
+    pub fn new(tenants: Arc<Tenants>) -> S3Gateway {
+        S3Gateway { tenants }
     }
 
     /// The tenant that signed `req` (anonymous requests are refused).
-    pub(crate) fn tenant<T>(&self, req: &S3Request<T>) -> S3Result<&Tenant> {
+    pub(crate) async fn tenant<T>(&self, req: &S3Request<T>) -> S3Result<Arc<Tenant>> {
         let Some(credentials) = &req.credentials else {
             return Err(s3_error!(AccessDenied, "anonymous requests are not allowed"));
         };
-        match self.by_access_key.get(&credentials.access_key) {
-            Some(&index) => Ok(&self.tenants[index]),
+        match self.tenants.lookup(&credentials.access_key).await {
+            Some((tenant, _)) => Ok(tenant),
             None => Err(s3_error!(InvalidAccessKeyId)),
         }
     }
 
     /// The caller's bucket `name`: `NoSuchBucket` if no tenant has it, `AccessDenied` if
     /// another tenant does (I-S2).
-    pub(crate) async fn bucket<T>(&self, req: &S3Request<T>, name: &str) -> S3Result<BucketRef<'_>> {
-        let tenant = self.tenant(req)?;
+    pub(crate) async fn bucket<T>(&self, req: &S3Request<T>, name: &str) -> S3Result<BucketRef> {
+        let tenant = self.tenant(req).await?;
         paths::check_bucket_name(name)?;
         match tenant.namespace.lookup(InodeId::ROOT, name.as_bytes()).await {
             Ok((dir, attributes)) if attributes.kind == FileKind::Directory => Ok(BucketRef {
-                namespace: &tenant.namespace,
+                namespace: tenant.namespace.clone(),
                 name: name.to_owned(),
                 dir,
             }),
             Ok(_) | Err(ClientError::Namespace(NamespaceError::NotFound)) => {
-                Err(self.missing_bucket(tenant, name).await)
+                Err(self.missing_bucket(&tenant, name).await)
             }
             Err(error) => Err(client_error(error)),
         }
@@ -97,7 +73,8 @@ impl S3Gateway {
 
     /// Why `tenant` cannot use the bucket `name` it does not hold.
     async fn missing_bucket(&self, tenant: &Tenant, name: &str) -> s3s::S3Error {
-        for other in self.tenants.iter().filter(|other| other.name != tenant.name) {
+        let table = self.tenants.table();
+        for other in table.tenants.iter().filter(|other| other.name != tenant.name) {
             if let Ok((_, attributes)) = other.namespace.lookup(InodeId::ROOT, name.as_bytes()).await {
                 if attributes.kind == FileKind::Directory {
                     return s3_error!(AccessDenied, "the bucket belongs to another account");
@@ -109,10 +86,11 @@ impl S3Gateway {
 
     /// The tenant holding the bucket `name`; an error when a tenant's namespace cannot
     /// answer (a name must never be given out twice).
-    async fn owner_of(&self, name: &str) -> S3Result<Option<&Tenant>> {
-        for tenant in self.tenants.iter() {
+    async fn owner_of(&self, name: &str) -> S3Result<Option<Arc<Tenant>>> {
+        let table = self.tenants.table();
+        for tenant in table.tenants.iter() {
             match tenant.namespace.lookup(InodeId::ROOT, name.as_bytes()).await {
-                Ok((_, attributes)) if attributes.kind == FileKind::Directory => return Ok(Some(tenant)),
+                Ok((_, attributes)) if attributes.kind == FileKind::Directory => return Ok(Some(Arc::clone(tenant))),
                 Ok(_) | Err(ClientError::Namespace(NamespaceError::NotFound)) => {}
                 Err(error) => return Err(client_error(error)),
             }
@@ -124,7 +102,7 @@ impl S3Gateway {
 #[async_trait::async_trait]
 impl S3 for S3Gateway {
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
-        let tenant = self.tenant(&req)?;
+        let tenant = self.tenant(&req).await?;
         let mut buckets = Vec::new();
         let entries = list::all_names(&tenant.namespace, InodeId::ROOT).await?;
         for listed in entries {
@@ -152,7 +130,7 @@ impl S3 for S3Gateway {
     }
 
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
-        let tenant = self.tenant(&req)?;
+        let tenant = self.tenant(&req).await?;
         let name = &req.input.bucket;
         paths::check_bucket_name(name)?;
         if let Some(owner) = self.owner_of(name).await? {

@@ -29,7 +29,7 @@ fn upload_id(text: &str) -> S3Result<UploadId> {
 /// The upload `id` of `key` in `bucket` (`NoSuchUpload` when it is not that upload),
 /// matched on the key and bucket stored with it, so it is found even when its directory
 /// was removed meanwhile.
-async fn find_upload(bucket: &BucketRef<'_>, key: &str, id: UploadId) -> S3Result<UploadInfo> {
+async fn find_upload(bucket: &BucketRef, key: &str, id: UploadId) -> S3Result<UploadInfo> {
     key_path(key)?;
     let after = id.0.checked_sub(1).map(UploadId);
     let uploads = bucket.namespace.uploads(after, 1).await.map_err(client_error)?;
@@ -49,7 +49,7 @@ pub(crate) const UPLOAD_KEY: &str = "x-kiseki-upload-key";
 pub(crate) const UPLOAD_BUCKET: &str = "x-kiseki-upload-bucket";
 
 /// Every upload in progress whose object goes into `bucket`, with its key.
-pub(crate) async fn uploads_in(bucket: &BucketRef<'_>) -> S3Result<Vec<(String, UploadInfo)>> {
+pub(crate) async fn uploads_in(bucket: &BucketRef) -> S3Result<Vec<(String, UploadInfo)>> {
     let mut found = Vec::new();
     let mut after = None;
     let bucket_dir = bucket.dir.0.to_string();
@@ -118,7 +118,7 @@ fn check_part_number(part_number: i32) -> S3Result<u32> {
 }
 
 async fn commit_part(
-    bucket: &BucketRef<'_>,
+    bucket: &BucketRef,
     id: UploadId,
     part_number: u32,
     etag: &str,
@@ -154,7 +154,7 @@ pub(crate) async fn upload_part(
     {
         return Err(s3_error!(EntityTooLarge, "a part holds at most 5 GiB"));
     }
-    let (stored, md5) = objects::store_body(bucket.namespace, input.body).await?;
+    let (stored, md5) = objects::store_body(&bucket.namespace, input.body).await?;
     objects::check_content_md5(input.content_md5.as_deref(), &md5)?;
     let etag = meta::hex(&md5);
     commit_part(&bucket, id, part_number, &etag, stored.extents).await?;
@@ -204,7 +204,7 @@ pub(crate) async fn upload_part_copy(
     // Name the source's chunks when it is extents end to end: no byte moves. The part's
     // ETag then is an MD5 over what it names (opaque to clients, as S3 says part ETags
     // are), not over its bytes.
-    let (extents, etag) = match objects::extents_of(source_bucket.namespace, source.inode, start, end).await? {
+    let (extents, etag) = match objects::extents_of(&source_bucket.namespace, source.inode, start, end).await? {
         Some(extents) => {
             let mut named = format!("{}:{start}-{end}", source.etag);
             for extent in &extents {
@@ -214,7 +214,7 @@ pub(crate) async fn upload_part_copy(
             (extents, meta::md5_hex(named.as_bytes()))
         }
         None => {
-            let (stored, md5) = objects::copy_bytes(bucket.namespace, source.inode, start, end).await?;
+            let (stored, md5) = objects::copy_bytes(&bucket.namespace, source.inode, start, end).await?;
             (stored.extents, meta::hex(&md5))
         }
     };

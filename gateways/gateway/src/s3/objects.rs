@@ -48,11 +48,11 @@ pub(crate) fn new_attributes(mode: u32) -> NewAttributes {
 /// The directories above a key, from the bucket down; created where missing when
 /// `create`. `None` when one is missing and not created.
 pub(crate) async fn parent_dirs(
-    bucket: &BucketRef<'_>,
+    bucket: &BucketRef,
     path: &KeyPath<'_>,
     create: bool,
 ) -> S3Result<Option<Vec<InodeId>>> {
-    let namespace = bucket.namespace;
+    let namespace = &bucket.namespace;
     let mut dirs = vec![bucket.dir];
     for segment in path.parents() {
         let parent = dirs[dirs.len() - 1];
@@ -101,7 +101,7 @@ pub(crate) struct Found {
 }
 
 /// The object `key` of `bucket` (`NoSuchKey` when absent).
-pub(crate) async fn find(bucket: &BucketRef<'_>, key: &str) -> S3Result<Found> {
+pub(crate) async fn find(bucket: &BucketRef, key: &str) -> S3Result<Found> {
     let path = key_path(key)?;
     let Some(dirs) = parent_dirs(bucket, &path, false).await? else {
         return Err(s3_error!(NoSuchKey));
@@ -135,7 +135,7 @@ pub(crate) async fn find(bucket: &BucketRef<'_>, key: &str) -> S3Result<Found> {
 
 /// The object a GET or HEAD serves: only the `null` version exists; its conditions hold.
 async fn find_for_read(
-    bucket: &BucketRef<'_>,
+    bucket: &BucketRef,
     key: &str,
     version_id: Option<&str>,
     conditions: &ReadConditions<'_>,
@@ -151,7 +151,7 @@ async fn find_for_read(
 /// The source object of a copy: a file whose `x-amz-copy-source-if-*` conditions hold
 /// (a failed one is `PreconditionFailed`, never `NotModified`).
 pub(crate) async fn find_copy_source(
-    bucket: &BucketRef<'_>,
+    bucket: &BucketRef,
     key: &str,
     conditions: &ReadConditions<'_>,
 ) -> S3Result<Found> {
@@ -212,7 +212,7 @@ pub(crate) fn write_condition(
 
 /// Commits an object `key` whose data is `content` (I-S1: every chunk of it is durable).
 pub(crate) async fn commit(
-    bucket: &BucketRef<'_>,
+    bucket: &BucketRef,
     path: &KeyPath<'_>,
     content: ObjectContent,
     meta: ObjectMeta,
@@ -283,7 +283,7 @@ pub(crate) async fn put_object(
         }));
     }
     let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
-    let (stored, md5) = store_body(bucket.namespace, input.body).await?;
+    let (stored, md5) = store_body(&bucket.namespace, input.body).await?;
     check_content_md5(input.content_md5.as_deref(), &md5)?;
     if stored.bytes > PUT_BYTES_MAX {
         return Err(s3_error!(
@@ -347,7 +347,7 @@ pub(crate) async fn get_object(
     let size = found.attributes.size_bytes;
     let (range, content_range) = meta::served_range(input.range.as_ref(), size)?;
     let shown = meta::shown(found.meta.as_ref());
-    let body = body_of(bucket.namespace, found.inode, range.start, range.end);
+    let body = body_of(&bucket.namespace, found.inode, range.start, range.end);
     Ok(S3Response::new(GetObjectOutput {
         body: Some(body),
         content_length: Some((range.end - range.start) as i64),
@@ -400,14 +400,14 @@ pub(crate) async fn head_object(
 
 /// Deletes `key` (absent keys are fine, as S3 has it) and prunes directories left empty
 /// above it, up to the bucket.
-pub(crate) async fn delete_key(bucket: &BucketRef<'_>, key: &str) -> S3Result<()> {
+pub(crate) async fn delete_key(bucket: &BucketRef, key: &str) -> S3Result<()> {
     let path = key_path(key)?;
     let Some(dirs) = parent_dirs(bucket, &path, false).await? else {
         return Ok(());
     };
     let parent = dirs[dirs.len() - 1];
     let name = path.name().as_bytes().to_vec();
-    let namespace = bucket.namespace;
+    let namespace = &bucket.namespace;
     let result = match path.marker {
         true => namespace.rmdir_at(parent, &name).await,
         false => {
@@ -542,11 +542,11 @@ pub(crate) async fn copy_bytes(
 }
 
 /// The source of a copy: its bucket (the caller's) and key.
-pub(crate) async fn copy_source<'g, T>(
-    gateway: &'g S3Gateway,
+pub(crate) async fn copy_source<T>(
+    gateway: &S3Gateway,
     req: &S3Request<T>,
     source: &CopySource,
-) -> S3Result<(BucketRef<'g>, String)> {
+) -> S3Result<(BucketRef, String)> {
     match source {
         CopySource::Bucket {
             bucket,
@@ -596,10 +596,10 @@ pub(crate) async fn copy_object(
     };
     let source = find_copy_source(&source_bucket, &source_key, &conditions).await?;
     let size = source.attributes.size_bytes;
-    let (content, etag) = match extents_of(source_bucket.namespace, source.inode, 0, size).await? {
+    let (content, etag) = match extents_of(&source_bucket.namespace, source.inode, 0, size).await? {
         Some(extents) => (ObjectContent::Extents(extents), source.etag.clone()),
         None => {
-            let (stored, md5) = copy_bytes(bucket.namespace, source.inode, 0, size).await?;
+            let (stored, md5) = copy_bytes(&bucket.namespace, source.inode, 0, size).await?;
             (ObjectContent::Extents(stored.extents), meta::hex(&md5))
         }
     };

@@ -116,6 +116,20 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// The common name (CN) of a certificate's subject, if it has one: the identity Kiseki's
+/// services authorize by (`node-3`, `admin`, `gateway`, `tenant-NAME`, …). `None` for a
+/// certificate that does not parse or names no CN.
+pub fn common_name(certificate_der: &[u8]) -> Option<String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(certificate_der).ok()?;
+    let name = certificate
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|attribute| attribute.as_str().ok())
+        .map(str::to_owned);
+    name
+}
+
 /// Where a node's TLS material lives: the cluster CA, and this node's certificate chain
 /// and key (used both to serve and to call other nodes).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -188,6 +188,17 @@ impl Tables {
                 self.link(cx, *inode, *parent, name, *ctime)
             }
             Delta::Unlink { parent, name, ctime } => self.unlink(cx, *parent, name, *ctime),
+            Delta::SetQuota { bytes_max, files_max } => {
+                // Commit: nothing below fails.
+                self.policy.quota_bytes_max = *bytes_max;
+                self.policy.quota_files_max = *files_max;
+                Ok(())
+            }
+            Delta::SetReadOnly { read_only } => {
+                // Commit: nothing below fails.
+                self.policy.read_only = *read_only;
+                Ok(())
+            }
             Delta::Rmdir { parent, name, ctime } => self.rmdir(cx, *parent, name, *ctime),
             Delta::Rename {
                 source_namespace,
@@ -326,6 +337,8 @@ impl Tables {
                 ctime,
             } => self.object_delete(cx, *parent, name, condition, *ctime),
             Delta::Noop
+            | Delta::SetQuota { .. }
+            | Delta::SetReadOnly { .. }
             | Delta::Create { .. }
             | Delta::Mkdir { .. }
             | Delta::Symlink { .. }
