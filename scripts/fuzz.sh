@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes what faces the network for a bounded time each, starting from checked-in seed
 # corpora: kiseki-net's frame decoder and body validation (net/wire/fuzz, target
-# `decode`) and the S3 gateway's request parsing (gateways/gateway/fuzz, target
-# `request`). Usage: scripts/fuzz.sh [seconds per target]
+# `decode`), the S3 gateway's request parsing (gateways/gateway/fuzz, target
+# `request`) and the NFS gateway's record, RPC and XDR decoding (target `nfs`).
+# Usage: scripts/fuzz.sh [seconds per target]
 #
 # The toolchain is the fixed stable one; cargo-fuzz passes nightly-only flags (-Z ...) to
 # rustc, which RUSTC_BOOTSTRAP=1 allows on stable. Installs cargo-fuzz if missing. A crash
@@ -43,4 +44,5 @@ fuzz_one() {
 
 fuzz_one net/wire/fuzz decode 8192
 fuzz_one gateways/gateway/fuzz request 16384
+fuzz_one gateways/gateway/fuzz nfs 65536
 echo "== fuzzing found nothing in ${seconds} s per target"

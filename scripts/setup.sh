@@ -17,6 +17,11 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # S3 gateway tests: rclone (Debian) beside the aws CLI and boto3 (PyPI, in a venv below).
 command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# NFS gateway tests and benchmark: libnfs's tools and library (nfs-cp, nfs-ls, nfs-cat,
+# libnfs.so.13 for the ctypes clients), and the baseline nfs-ganesha with rpcbind.
+command -v nfs-cp >/dev/null 2>&1 || need_apt+=(libnfs-utils)
+command -v ganesha.nfsd >/dev/null 2>&1 || need_apt+=(nfs-ganesha nfs-ganesha-vfs)
+command -v rpcbind >/dev/null 2>&1 || [ -x /usr/sbin/rpcbind ] || need_apt+=(rpcbind)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

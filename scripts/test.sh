@@ -38,7 +38,12 @@ if [ -e /dev/fuse ] && [ "$(id -u)" = 0 ]; then
 else
   echo "bench fuse skipped: needs root and /dev/fuse"
 fi
-echo "== fuzz smoke (kiseki-net frames and bodies, S3 requests; 30 s each, seeds in */fuzz/seeds)"
+if [ "$(id -u)" = 0 ]; then
+  "$CARGO_TARGET_DIR/release/kiseki" bench nfs --quick --json
+else
+  echo "bench nfs skipped: its baseline nfs-ganesha needs root"
+fi
+echo "== fuzz smoke (kiseki-net frames and bodies, S3 requests, NFS records; 30 s each, seeds in */fuzz/seeds)"
 scripts/fuzz.sh 30
 echo "== all tests passed"
 echo "tests: $passed passed, $failed failed"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Kiseki and runs a local cluster on file-backed devices: nodes, key server,
-# control plane and S3 gateway (`kiseki up`).
+# control plane, S3 and NFS gateways (`kiseki up`).
 # Extra arguments go to `kiseki up` (try --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."

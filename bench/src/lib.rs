@@ -14,6 +14,7 @@ pub mod fio;
 pub mod fuse;
 pub mod io;
 pub mod meta;
+pub mod nfs;
 pub mod pipeline;
 pub mod report;
 pub mod s3;

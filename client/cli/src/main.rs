@@ -181,6 +181,23 @@ enum Suite {
         #[arg(long)]
         json: bool,
     },
+    /// NFS through kiseki-gateway (`kiseki up`: one node, EC 4+2) vs nfs-ganesha on the same
+    /// disk, both through libnfs clients: 1 MiB sequential write and read, 4 KiB file
+    /// create, stat and remove.
+    Nfs {
+        /// Parent of the working directory; default: the system's temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A short run for smoke tests (a 32 MiB file, 2×100 small files).
+        #[arg(long)]
+        quick: bool,
+        /// Runs the suite this many times and reports each case's median.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// One JSON object per case per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Chunk pipeline (chunk, key, encrypt, encode, CRC) vs its stages and memcpy.
     Pipeline {
         /// Highest core count to measure; default: all available.
@@ -464,6 +481,22 @@ fn main() -> anyhow::Result<()> {
                 repeat,
                 json,
             } => bench_s3(dir, s3s_fs, quick, repeat, json),
+            Suite::Nfs {
+                dir,
+                quick,
+                repeat,
+                json,
+            } => {
+                let kiseki = std::env::current_exe()?;
+                let mut options = match quick {
+                    true => kiseki_bench::nfs::NfsOptions::quick(kiseki),
+                    false => kiseki_bench::nfs::NfsOptions::full(kiseki),
+                };
+                options.directory = dir;
+                report_runs(repeat, json, || {
+                    kiseki_bench::nfs::run(&options).map(|report| (report.cases, report.failures))
+                })
+            }
             Suite::Pipeline {
                 cores,
                 quick,

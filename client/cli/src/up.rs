@@ -3,7 +3,7 @@
 //! cluster map, a development CA with certificates for the services and the operator,
 //! the key server's master key and state), runs every process as a child — the key
 //! server, `--nodes N` storage nodes (node k on 127.0.0.k), the control plane and the S3
-//! gateway —, makes a default tenant with a namespace and an S3 access key, writes the
+//! gateway and the NFS gateway —, makes a default tenant with a namespace and an S3 access key, writes the
 //! operator's client profile (`DATA_DIR/client.json`), prints the endpoints and
 //! credentials, and stops them all on Ctrl-C or SIGTERM.
 
@@ -57,6 +57,12 @@ pub struct UpOptions {
     /// Port of the S3 gateway's metrics and health endpoint.
     #[arg(long, default_value_t = 9001)]
     pub s3_metrics_port: u16,
+    /// Port of the NFS gateway (NFSv3 and MOUNT) on 127.0.0.1 (0: no NFS gateway).
+    #[arg(long, default_value_t = 2049)]
+    pub nfs_port: u16,
+    /// Port of the NFS gateway's metrics and health endpoint.
+    #[arg(long, default_value_t = 2050)]
+    pub nfs_metrics_port: u16,
     /// Port of the control plane on 127.0.0.1.
     #[arg(long, default_value_t = 9200)]
     pub control_port: u16,
@@ -278,6 +284,50 @@ fn start_gateway(options: &UpOptions, profile: &Profile, tls: &Path, children: &
     Ok(())
 }
 
+/// The NFS gateway's exports file, made once: clients on loopback, ids taken as sent
+/// (`squash: none`: a local cluster's operator is root on both sides).
+fn nfs_exports(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("nfs-exports.json");
+    if !path.exists() {
+        let text = serde_json::json!({
+            "defaults": { "clients": ["127.0.0.0/8", "::1/128"], "squash": "none" },
+            "exports": {}
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&text)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+fn start_nfs(
+    options: &UpOptions,
+    profile: &Profile,
+    tls: &Path,
+    data_dir: &Path,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    let mut run = Command::new(binary_beside("kiseki-gateway"));
+    run.arg("nfs")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", options.nfs_port))
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{}", options.nfs_metrics_port))
+        .arg("--cluster")
+        .arg(profile.cluster.to_string())
+        .arg("--control")
+        .arg(profile.control.to_string())
+        .arg("--keyserver")
+        .arg(profile.keyserver.to_string())
+        .arg("--tls-dir")
+        .arg(tls)
+        .arg("--exports")
+        .arg(nfs_exports(data_dir)?)
+        .arg("--cache-dir")
+        .arg(data_dir.join("gateway-cache"));
+    children.spawn("kiseki-gateway nfs", &mut run)?;
+    Ok(())
+}
+
 /// Makes the default tenant, its namespace and an S3 access key unless they exist; the
 /// key's secret is kept in `DATA_DIR/s3-credentials.json` (mode 0600), since the control
 /// plane shows it only once.
@@ -418,6 +468,9 @@ fn start_all(
     if options.s3_port != 0 {
         start_gateway(options, &profile, tls, children)?;
     }
+    if options.nfs_port != 0 {
+        start_nfs(options, &profile, tls, data_dir, children)?;
+    }
     Ok((profile, key))
 }
 
@@ -436,6 +489,13 @@ fn print_endpoints(options: &UpOptions, data_dir: &Path, profile: &Profile, key:
             "  s3: http://127.0.0.1:{} tenant {DEFAULT_TENANT}: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} \
              (region us-east-1, path style)",
             options.s3_port, key.access_key, key.secret_key
+        );
+    }
+    if options.nfs_port != 0 {
+        println!(
+            "  nfs: nfs://127.0.0.1/{DEFAULT_TENANT}/{DEFAULT_NAMESPACE}?version=3&nfsport={port}&mountport={port} \
+             (NFSv3, MOUNT on the same port; every namespace is exported as /TENANT/NAMESPACE)",
+            port = options.nfs_port
         );
     }
     println!(

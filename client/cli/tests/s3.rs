@@ -7,26 +7,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
-use common::Cluster;
-
-/// The venv `scripts/setup.sh` makes (boto3, the aws CLI).
-fn venv() -> PathBuf {
-    let venv = PathBuf::from(std::env::var("KISEKI_VENV").unwrap_or_else(|_| "/var/tmp/kiseki-venv".into()));
-    assert!(
-        venv.join("bin/aws").is_file(),
-        "{} needs boto3 and awscli: run scripts/setup.sh",
-        venv.display()
-    );
-    venv
-}
-
-struct Tenant {
-    access_key: String,
-    secret_key: String,
-}
+use common::{aws, aws_ok, make_tree, same_trees, succeed, with_credentials, Cluster, S3Credentials as Tenant};
 
 /// The tenants of the test: `a` is the default tenant `kiseki up` made (its namespace
 /// `default` is the one the data commands use), `b` a second tenant made through the
@@ -45,43 +29,6 @@ fn tenants(cluster: &Cluster) -> (Tenant, Tenant) {
     (a, b)
 }
 
-/// A command with tenant `a`'s credentials and no CA bundle (the environment's bundle
-/// breaks plain-HTTP endpoints).
-fn with_credentials(program: impl AsRef<std::ffi::OsStr>, tenant: &Tenant) -> Command {
-    let mut command = Command::new(program);
-    command
-        .env_remove("AWS_CA_BUNDLE")
-        .env_remove("REQUESTS_CA_BUNDLE")
-        .env("AWS_ACCESS_KEY_ID", &tenant.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &tenant.secret_key)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null());
-    command
-}
-
-fn succeed(mut command: Command, what: &str) -> Output {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{what}: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn aws(endpoint: &str, tenant: &Tenant, arguments: &[&str]) -> Command {
-    let mut command = with_credentials(venv().join("bin/aws"), tenant);
-    command.args(["--endpoint-url", endpoint]).args(arguments);
-    command
-}
-
-fn aws_ok(endpoint: &str, tenant: &Tenant, arguments: &[&str]) -> String {
-    let output = succeed(aws(endpoint, tenant, arguments), &format!("aws {arguments:?}"));
-    String::from_utf8(output.stdout).unwrap()
-}
-
 fn rclone(endpoint: &str, tenant: &Tenant, arguments: &[&str]) -> Command {
     let mut command = with_credentials("rclone", tenant);
     command
@@ -94,37 +41,6 @@ fn rclone(endpoint: &str, tenant: &Tenant, arguments: &[&str]) -> Command {
         .env("RCLONE_CONFIG_KISEKI_FORCE_PATH_STYLE", "true")
         .args(arguments);
     command
-}
-
-/// A tree of files: sizes from 0 bytes to 9 MiB, nested directories, odd names.
-fn make_tree(root: &Path) {
-    let files: &[(&str, usize)] = &[
-        ("empty", 0),
-        ("one", 1),
-        ("notes/readme.md", 700),
-        ("notes/deep/er/file.txt", 4096),
-        ("data/blob-5m", 5 << 20),
-        ("data/blob-9m", (9 << 20) + 123),
-        ("data/with space.bin", 10_000),
-        ("data/plus+and=equals.bin", 2_000),
-    ];
-    for (index, (path, size)) in files.iter().enumerate() {
-        let path = root.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let data: Vec<u8> = (0..*size)
-            .map(|byte| (byte * 31 + index * 7 + byte / 4099) as u8)
-            .collect();
-        std::fs::write(path, data).unwrap();
-    }
-}
-
-fn same_trees(left: &Path, right: &Path) {
-    let output = Command::new("diff").arg("-r").arg(left).arg(right).output().unwrap();
-    assert!(
-        output.status.success(),
-        "trees differ: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
 }
 
 /// Starts a second gateway on the same control plane; waits until it listens.
@@ -167,7 +83,7 @@ fn s3_gateway_serves_real_clients() {
 
     // Every operation and error case through boto3, for two tenants.
     let script = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("tests/s3_ops.py");
-    let mut boto = with_credentials(venv().join("bin/python"), &a);
+    let mut boto = with_credentials(common::venv().join("bin/python"), &a);
     boto.arg(&script)
         .arg(&endpoint)
         .env("KA_KEY", &a.access_key)

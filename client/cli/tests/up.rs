@@ -27,7 +27,16 @@ fn up(data_dir: &Path, nodes: u64, ports: [u16; 6]) -> Child {
     );
     let mut child = Command::new(KISEKI)
         .args(["up", "--cores", "1", "--device-size", "512MiB"])
-        .args(["--nodes", &nodes.to_string(), "--shards", "2", "--s3-port", "0"])
+        .args([
+            "--nodes",
+            &nodes.to_string(),
+            "--shards",
+            "2",
+            "--s3-port",
+            "0",
+            "--nfs-port",
+            "0",
+        ])
         .args([
             "--port-base",
             &ports[0].to_string(),

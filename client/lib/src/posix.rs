@@ -251,6 +251,15 @@ impl Namespace {
         self.propose(&delta).await.map(|_| ())
     }
 
+    /// The directory holding directory `dir` (the root's is the root), with its
+    /// attributes.
+    pub async fn parent(&self, dir: InodeId) -> Result<(InodeId, Attributes), ClientError> {
+        match self.read(&ReadQuery::Parent { dir }).await? {
+            ReadAnswer::Entry { inode, attributes } => Ok((inode, attributes)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Up to `limit` entries of `dir` after `after_cookie`, in cookie order.
     pub async fn read_dir_page(
         &self,

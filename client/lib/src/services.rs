@@ -73,11 +73,15 @@ impl TlsIdentity {
 /// Connection deadline for the services.
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
 
-/// One mutual-TLS connection to a service.
+/// One mutual-TLS connection to a service, made again when it is lost (a service that
+/// restarted): a call on a closed connection reconnects first, and a call whose
+/// connection closed under it is sent once more on a new one.
 #[derive(Clone, Debug)]
 struct ServiceConnection {
-    rpc: RpcClient,
+    rpc: Arc<arc_swap::ArcSwap<RpcClient>>,
     service: &'static str,
+    address: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
 }
 
 impl ServiceConnection {
@@ -86,22 +90,41 @@ impl ServiceConnection {
         address: SocketAddr,
         identity: &TlsIdentity,
     ) -> Result<ServiceConnection, ClientError> {
-        let config = RpcConfig {
+        let config = identity.client_config()?;
+        let rpc = Self::open(service, address, Arc::clone(&config)).await?;
+        Ok(ServiceConnection {
+            rpc: Arc::new(arc_swap::ArcSwap::from_pointee(rpc)),
+            service,
+            address,
+            config,
+        })
+    }
+
+    async fn open(
+        service: &'static str,
+        address: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<RpcClient, ClientError> {
+        let rpc_config = RpcConfig {
             call_timeout_ms: 30_000,
             ..RpcConfig::default()
         };
         // The services' certificates name their address (`kiseki up` issues them so).
         let server_name = address.ip().to_string();
-        let rpc = RpcClient::connect_tls(
-            address,
-            &server_name,
-            identity.client_config()?,
-            CONNECT_TIMEOUT_MS,
-            config,
-        )
-        .await
-        .map_err(|error| ClientError::Unavailable(format!("{service} at {address}: {error}")))?;
-        Ok(ServiceConnection { rpc, service })
+        RpcClient::connect_tls(address, &server_name, config, CONNECT_TIMEOUT_MS, rpc_config)
+            .await
+            .map_err(|error| ClientError::Unavailable(format!("{service} at {address}: {error}")))
+    }
+
+    /// The connection, made again if it closed.
+    async fn live(&self) -> Result<Arc<RpcClient>, ClientError> {
+        let current = self.rpc.load_full();
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(Self::open(self.service, self.address, Arc::clone(&self.config)).await?);
+        self.rpc.store(Arc::clone(&fresh));
+        Ok(fresh)
     }
 
     async fn call<Request, Reply>(&self, message_type: u16, request: &Request) -> Result<Reply, ClientError>
@@ -112,11 +135,11 @@ impl ServiceConnection {
             + RkyvDeserialize<Reply, HighDeserializer<rancor::Error>>,
     {
         let body = kiseki_net::encode_body(request)?;
-        let answer = self
-            .rpc
-            .call(message_type, &body)
-            .await
-            .map_err(|error| self.service_error(error))?;
+        let mut answer = self.live().await?.call(message_type, &body).await;
+        if matches!(answer, Err(NetError::Closed { .. } | NetError::GoAway { .. })) {
+            answer = self.live().await?.call(message_type, &body).await;
+        }
+        let answer = answer.map_err(|error| self.service_error(error))?;
         Ok(kiseki_net::decode_body(&answer)?)
     }
 

@@ -1,5 +1,5 @@
-//! `kiseki-gateway`: protocol front ends for clients that do not link the native client.
-//! Today it speaks S3 ([`s3`]); NFSv3 joins it later (issue 8) over the same tenants.
+//! `kiseki-gateway`: protocol front ends for clients that do not link the native client:
+//! S3 ([`s3`]) and NFSv3 with MOUNT ([`nfs`]), over the same tenants and namespaces.
 //!
 //! **What it owns.** The tenants it serves ([`tenants`]: from the control plane, or a
 //! tenants file ([`config`])), the S3 service: SigV4 authentication against each tenant's
@@ -30,6 +30,7 @@
 pub mod config;
 mod error;
 pub mod fuzzing;
+pub mod nfs;
 pub mod s3;
 pub mod server;
 pub mod tenants;

@@ -22,6 +22,49 @@ use s3s::service::S3ServiceBuilder;
 enum Command {
     /// Serves S3 (HTTP/1.1) until SIGTERM or SIGINT.
     S3(S3Options),
+    /// Serves NFSv3 and MOUNT v3 (one TCP port) until SIGTERM or SIGINT.
+    Nfs(NfsOptions),
+}
+
+#[derive(Debug, clap::Args)]
+struct NfsOptions {
+    /// Address to listen on (NFS and MOUNT).
+    #[arg(long, default_value = "127.0.0.1:2049")]
+    listen: SocketAddr,
+    /// Address of the metrics and health endpoint (`/metrics`, `/health`).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Any core of any node of the cluster.
+    #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
+    cluster: SocketAddr,
+    /// The control plane: every namespace it knows is exported as `/TENANT/NAMESPACE`.
+    #[arg(long, default_value = "127.0.0.1:9200")]
+    control: SocketAddr,
+    /// The key server (tenants' keys, and the key that signs file handles).
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    keyserver: SocketAddr,
+    /// Directory with the cluster CA (`ca.pem`) and this gateway's certificate.
+    #[arg(long)]
+    tls_dir: PathBuf,
+    /// The certificate name to present (its role must be `gateway`).
+    #[arg(long, default_value = "gateway")]
+    tls_name: String,
+    /// Export options: allowed clients, squashing, anonymous ids, read-only (see
+    /// `docs/nfs.md`); default: clients on loopback, root squashed.
+    #[arg(long)]
+    exports: Option<PathBuf>,
+    /// How often the exports are read again from the control plane.
+    #[arg(long, default_value_t = 2_000)]
+    exports_refresh_ms: u64,
+    /// Where each export's read cache makes its (memory-only) pool.
+    #[arg(long, default_value = "/var/tmp/kiseki-gateway-cache")]
+    cache_dir: PathBuf,
+    /// Bytes of decoded chunks each export keeps for reads.
+    #[arg(long, default_value = "64MiB", value_parser = kiseki_placement::units::parse_bytes)]
+    read_cache_bytes: u64,
+    /// Bytes of unstable writes buffered at most (all files).
+    #[arg(long, default_value = "256MiB", value_parser = kiseki_placement::units::parse_bytes)]
+    write_buffer_bytes: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Command::parse() {
         Command::S3(options) => run_s3(options),
+        Command::Nfs(options) => run_nfs(options),
     }
 }
 
@@ -212,5 +256,90 @@ async fn run_s3(options: S3Options) -> anyhow::Result<()> {
     });
     serve(listener, service, limits, async move { shutdown.notified().await }).await?;
     println!("kiseki-gateway: stopped");
+    Ok(())
+}
+
+/// Connects to the control plane, the key server and the cluster, waiting up to a minute
+/// for them (the gateway may start beside them, as under `kiseki up`).
+async fn services(
+    identity: &TlsIdentity,
+    control: SocketAddr,
+    keyserver: SocketAddr,
+    cluster: SocketAddr,
+) -> anyhow::Result<(ControlClient, KeyServerClient, kiseki_client::Client)> {
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = async {
+            let control = ControlClient::connect(control, identity).await?;
+            let keyserver = KeyServerClient::connect(keyserver, identity).await?;
+            let client = kiseki_client::Client::connect(cluster, kiseki_client::ClientOptions::default()).await?;
+            control.status().await?;
+            Ok::<_, kiseki_client::ClientError>((control, keyserver, client))
+        };
+        match attempt.await {
+            Ok(connected) => return Ok(connected),
+            Err(error @ kiseki_client::ClientError::Denied(_)) => return Err(error.into()),
+            Err(error) if started.elapsed() > std::time::Duration::from_secs(60) => return Err(error.into()),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+#[tokio::main]
+async fn run_nfs(options: NfsOptions) -> anyhow::Result<()> {
+    use kiseki_gateway::nfs::{exports, handle, write, NfsLimits, NfsService};
+    let config = match &options.exports {
+        Some(path) => exports::ExportsConfig::load(path)?,
+        None => exports::ExportsConfig::default(),
+    };
+    let identity = TlsIdentity::in_dir(&options.tls_dir, &options.tls_name);
+    let (control, keyserver, client) = services(&identity, options.control, options.keyserver, options.cluster).await?;
+    let key = keyserver
+        .service_key(handle::HANDLE_KEY_NAME)
+        .await
+        .context("the file-handle key from the key server")?;
+    std::fs::create_dir_all(&options.cache_dir).with_context(|| format!("creating {}", options.cache_dir.display()))?;
+    let cache = exports::ReadCacheSettings {
+        dir: options.cache_dir.clone(),
+        bytes_per_export: options.read_cache_bytes,
+    };
+    let exports = Arc::new(exports::Exports::start(control, keyserver, client, config, cache).await?);
+    let refresh = std::time::Duration::from_millis(options.exports_refresh_ms.max(100));
+    tokio::spawn(Arc::clone(&exports).refresh_every(refresh));
+    let writes = write::WriteBack::start(write::WriteLimits {
+        buffer_bytes_max: usize::try_from(options.write_buffer_bytes).context("--write-buffer-bytes")?,
+        ..write::WriteLimits::default()
+    });
+    let service = Arc::new(NfsService::new(
+        exports,
+        handle::HandleKey::new(key),
+        writes,
+        NfsLimits::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    println!(
+        "kiseki-gateway: NFS on {} for {} export(s)",
+        listener.local_addr()?,
+        service.exports.table().by_id.len()
+    );
+    let stopping = kiseki_net::stop_on_signals()?;
+    if let Some(admin_listen) = options.admin_listen {
+        let admin = tokio::net::TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("listening on {admin_listen}"))?;
+        let metrics = Arc::clone(&service);
+        tokio::spawn(kiseki_net::serve_admin(
+            admin,
+            move || {
+                let text = metrics.metrics_text();
+                async move { text }
+            },
+            kiseki_net::stopped(stopping.clone()),
+        ));
+    }
+    kiseki_gateway::nfs::serve_nfs(listener, service, kiseki_net::stopped(stopping)).await?;
+    println!("kiseki-gateway: NFS stopped");
     Ok(())
 }

@@ -135,6 +135,12 @@ pub enum ReadQuery {
         /// At most this many (capped at [`READDIR_ENTRIES_MAX`]).
         limit: u32,
     },
+    /// The directory holding directory `dir` (the root's is the root), with its
+    /// attributes (NFS `LOOKUP ..`); answered with `Entry`.
+    Parent {
+        /// The directory.
+        dir: InodeId,
+    },
 }
 
 /// Where a [`ReadQuery::ListNames`] starts.

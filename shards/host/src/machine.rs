@@ -92,6 +92,13 @@ impl NamespaceMachine {
                 .view()
                 .list_parts(*upload_id, *after_part, (*limit).min(READDIR_ENTRIES_MAX) as usize)
                 .map(ReadAnswer::Parts),
+            ReadQuery::Parent { dir } => self.state.parent(*dir).and_then(|parent| {
+                let attributes = self.state.getattr(parent)?;
+                Ok(ReadAnswer::Entry {
+                    inode: parent,
+                    attributes,
+                })
+            }),
         };
         result.unwrap_or_else(ReadAnswer::Failed)
     }

@@ -4,11 +4,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const KISEKI: &str = env!("CARGO_BIN_EXE_kiseki");
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -36,6 +36,8 @@ struct Ports {
     metrics: u16,
     s3: u16,
     s3_metrics: u16,
+    nfs: u16,
+    nfs_metrics: u16,
     control: u16,
     control_metrics: u16,
     keyserver: u16,
@@ -49,6 +51,8 @@ impl Ports {
             metrics: free_port(),
             s3: if with_gateways { free_port() } else { 0 },
             s3_metrics: free_port(),
+            nfs: if with_gateways { free_port() } else { 0 },
+            nfs_metrics: free_port(),
             control: free_port(),
             control_metrics: free_port(),
             keyserver: free_port(),
@@ -88,8 +92,8 @@ impl Cluster {
         Cluster::launch(data_dir, nodes, devices, device_size, Ports::free(false))
     }
 
-    /// [`Cluster::start`] with the S3 gateway on a free port ([`Cluster::s3_endpoint`]),
-    /// serving the tenants of the control plane.
+    /// [`Cluster::start`] with the S3 gateway ([`Cluster::s3_endpoint`]) and the NFS
+    /// gateway ([`Cluster::nfs_port`]) on free ports, serving the control plane's tenants.
     pub fn start_with_s3(data_dir: &Path, nodes: u64, devices: u64) -> Cluster {
         Cluster::launch(data_dir, nodes, devices, "1GiB", Ports::free(true))
     }
@@ -98,6 +102,12 @@ impl Cluster {
     pub fn s3_endpoint(&self) -> String {
         assert!(self.ports.s3 != 0, "the cluster was started without the gateway");
         format!("http://127.0.0.1:{}", self.ports.s3)
+    }
+
+    /// The NFS gateway's port (NFS and MOUNT), when it runs.
+    pub fn nfs_port(&self) -> u16 {
+        assert!(self.ports.nfs != 0, "the cluster was started without the gateways");
+        self.ports.nfs
     }
 
     /// The control plane's and the key server's addresses.
@@ -136,7 +146,9 @@ impl Cluster {
     fn launch(data_dir: &Path, nodes: u64, devices: u64, device_size: &str, ports: Ports) -> Cluster {
         let port = |port: u16| port.to_string();
         let mut up = Command::new(KISEKI)
-            .args(["up", "--cores", "1", "--device-size", device_size, "--shards", "4"])
+            // Eight shards when the gateways run: the tests make several namespaces.
+            .args(["up", "--cores", "1", "--device-size", device_size])
+            .args(["--shards", if ports.s3 != 0 { "8" } else { "4" }])
             .args(["--nodes", &nodes.to_string(), "--devices", &devices.to_string()])
             .args(["--port-base", &port(ports.base), "--metrics-port", &port(ports.metrics)])
             .args([
@@ -144,6 +156,12 @@ impl Cluster {
                 &port(ports.s3),
                 "--s3-metrics-port",
                 &port(ports.s3_metrics),
+            ])
+            .args([
+                "--nfs-port",
+                &port(ports.nfs),
+                "--nfs-metrics-port",
+                &port(ports.nfs_metrics),
             ])
             .args(["--control-port", &port(ports.control)])
             .args(["--control-metrics-port", &port(ports.control_metrics)])
@@ -319,4 +337,94 @@ pub fn any_file_holds(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// A tenant's S3 credentials.
+pub struct S3Credentials {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+/// The venv `scripts/setup.sh` makes (boto3, the aws CLI).
+pub fn venv() -> PathBuf {
+    let venv = PathBuf::from(std::env::var("KISEKI_VENV").unwrap_or_else(|_| "/var/tmp/kiseki-venv".into()));
+    assert!(
+        venv.join("bin/aws").is_file(),
+        "{} needs boto3 and awscli: run scripts/setup.sh",
+        venv.display()
+    );
+    venv
+}
+
+struct Tenant {
+    access_key: String,
+    secret_key: String,
+}
+
+/// A command with a tenant's S3 credentials and no CA bundle (the environment's bundle
+/// breaks plain-HTTP endpoints).
+pub fn with_credentials(program: impl AsRef<std::ffi::OsStr>, tenant: &S3Credentials) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env("AWS_ACCESS_KEY_ID", &tenant.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &tenant.secret_key)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null());
+    command
+}
+
+pub fn succeed(mut command: Command, what: &str) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub fn aws(endpoint: &str, tenant: &S3Credentials, arguments: &[&str]) -> Command {
+    let mut command = with_credentials(venv().join("bin/aws"), tenant);
+    command.args(["--endpoint-url", endpoint]).args(arguments);
+    command
+}
+
+pub fn aws_ok(endpoint: &str, tenant: &S3Credentials, arguments: &[&str]) -> String {
+    let output = succeed(aws(endpoint, tenant, arguments), &format!("aws {arguments:?}"));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A tree of files: sizes from 0 bytes to 9 MiB, nested directories, odd names.
+pub fn make_tree(root: &Path) {
+    let files: &[(&str, usize)] = &[
+        ("empty", 0),
+        ("one", 1),
+        ("notes/readme.md", 700),
+        ("notes/deep/er/file.txt", 4096),
+        ("data/blob-5m", 5 << 20),
+        ("data/blob-9m", (9 << 20) + 123),
+        ("data/with space.bin", 10_000),
+        ("data/plus+and=equals.bin", 2_000),
+    ];
+    for (index, (path, size)) in files.iter().enumerate() {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let data: Vec<u8> = (0..*size)
+            .map(|byte| (byte * 31 + index * 7 + byte / 4099) as u8)
+            .collect();
+        std::fs::write(path, data).unwrap();
+    }
+}
+
+pub fn same_trees(left: &Path, right: &Path) {
+    let output = Command::new("diff").arg("-r").arg(left).arg(right).output().unwrap();
+    assert!(
+        output.status.success(),
+        "trees differ: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }

@@ -1,0 +1,517 @@
+//! Unstable writes, buffered per file with bounded memory and flushed on COMMIT, when a
+//! file's buffer is full, or when a worker's share of memory is (I-H2).
+//!
+//! **Shape.** Files are spread over `workers` tasks by a hash of (export, inode); each
+//! task owns the buffers of its files (no lock: one owner, reached by message over a
+//! bounded channel) and runs every write, flush, overlay and commit of a file in order.
+//! A lock-free table of counters, one per hash bucket, says which buckets hold buffered
+//! bytes, so a READ or GETATTR asks a worker only when its file may have some.
+//!
+//! **Durability.** A WRITE with `UNSTABLE` is answered once buffered; with `DATA_SYNC`
+//! or `FILE_SYNC`, once the file's buffer is committed (its chunks at their write quorum
+//! and their extents applied on a majority, I-L5 and I-L2). COMMIT flushes the file and
+//! answers with the gateway's write verifier: random at each start, so a client whose
+//! unstable writes died with a gateway sees a new verifier and sends them again. A flush
+//! that fails drops the file's buffered bytes and the next COMMIT reports the failure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use kiseki_client::{ClientError, Namespace};
+use kiseki_namespace::InodeId;
+use tokio::sync::{mpsc, oneshot};
+
+use super::errors::status_of;
+use super::proto::Status;
+
+/// Buckets of the dirty table.
+const BUCKETS: usize = 4096;
+
+/// A file: its export and inode.
+pub type FileKey = (u32, InodeId);
+
+/// Limits of the write buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLimits {
+    /// Worker tasks (files are spread over them).
+    pub workers: usize,
+    /// Buffered bytes of all files at most (split evenly over the workers).
+    pub buffer_bytes_max: usize,
+    /// Buffered bytes of one file that make it flush.
+    pub file_flush_bytes: usize,
+    /// Requests queued per worker.
+    pub queue_max: usize,
+}
+
+impl Default for WriteLimits {
+    fn default() -> WriteLimits {
+        WriteLimits {
+            workers: 8,
+            buffer_bytes_max: 256 << 20,
+            file_flush_bytes: 8 << 20,
+            queue_max: 64,
+        }
+    }
+}
+
+/// Buffered bytes of a file's range, for reads to lay over what is committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overlay {
+    /// Buffered ranges in the range asked for: (file offset, bytes), ascending.
+    pub ranges: Vec<(u64, Vec<u8>)>,
+    /// The end of the highest buffered byte of the file (0 if none).
+    pub end_bytes: u64,
+}
+
+enum Command {
+    Write {
+        namespace: Namespace,
+        key: FileKey,
+        offset: u64,
+        data: Vec<u8>,
+        sync: bool,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    Commit {
+        key: FileKey,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    Overlay {
+        key: FileKey,
+        offset: u64,
+        length: u64,
+        reply: oneshot::Sender<Overlay>,
+    },
+    Drop {
+        key: FileKey,
+    },
+    FlushAll {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct FileBuffer {
+    namespace: Namespace,
+    ranges: Ranges,
+    /// A flush failure not reported yet.
+    failure: Option<Status>,
+}
+
+/// Disjoint, non-adjacent buffered ranges of one file.
+#[derive(Debug, Default)]
+struct Ranges {
+    /// Offset → bytes.
+    map: BTreeMap<u64, Vec<u8>>,
+    /// Bytes held.
+    bytes: usize,
+}
+
+impl Ranges {
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Lays `data` at `offset` over the buffered ranges; returns the change in bytes held.
+    fn insert(&mut self, offset: u64, data: Vec<u8>) -> isize {
+        let end = offset + data.len() as u64;
+        let before = self.bytes;
+        let overlapping: Vec<u64> = self
+            .map
+            .range(..end)
+            .filter(|(start, bytes)| **start + bytes.len() as u64 > offset)
+            .map(|(start, _)| *start)
+            .collect();
+        for start in overlapping {
+            let Some(old) = self.map.remove(&start) else { continue };
+            self.bytes -= old.len();
+            let old_end = start + old.len() as u64;
+            if start < offset {
+                let left = old[..(offset - start) as usize].to_vec();
+                self.bytes += left.len();
+                self.map.insert(start, left);
+            }
+            if old_end > end {
+                let right = old[(end - start) as usize..].to_vec();
+                self.bytes += right.len();
+                self.map.insert(end, right);
+            }
+        }
+        self.bytes += data.len();
+        // Sequential writes extend the range before them instead of starting a new one.
+        let joined = match self.map.range_mut(..offset).next_back() {
+            Some((start, bytes)) if *start + bytes.len() as u64 == offset => {
+                bytes.extend_from_slice(&data);
+                Some(*start)
+            }
+            _ => None,
+        };
+        let start = joined.unwrap_or(offset);
+        if joined.is_none() {
+            self.map.insert(offset, data);
+        }
+        if let Some(next) = self.map.remove(&end) {
+            if let Some(bytes) = self.map.get_mut(&start) {
+                bytes.extend_from_slice(&next);
+            }
+        }
+        self.bytes as isize - before as isize
+    }
+
+    fn end_bytes(&self) -> u64 {
+        self.map
+            .iter()
+            .next_back()
+            .map_or(0, |(start, bytes)| start + bytes.len() as u64)
+    }
+
+    fn overlay(&self, offset: u64, length: u64) -> Overlay {
+        let end = offset.saturating_add(length);
+        let ranges = self
+            .map
+            .range(..end)
+            .filter(|(start, bytes)| **start + bytes.len() as u64 > offset)
+            .map(|(start, bytes)| {
+                let from = offset.max(*start);
+                let to = end.min(start + bytes.len() as u64);
+                (from, bytes[(from - start) as usize..(to - start) as usize].to_vec())
+            })
+            .collect();
+        Overlay {
+            ranges,
+            end_bytes: self.end_bytes(),
+        }
+    }
+}
+
+/// The lock-free table of buckets holding buffered bytes.
+#[derive(Debug)]
+struct DirtyTable {
+    counts: Vec<AtomicU32>,
+}
+
+fn bucket_of(key: FileKey) -> usize {
+    let mixed = (u64::from(key.0) << 32 ^ key.1 .0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> 32) as usize
+}
+
+/// The write buffers of a gateway.
+#[derive(Debug, Clone)]
+pub struct WriteBack {
+    workers: Vec<mpsc::Sender<Command>>,
+    dirty: Arc<DirtyTable>,
+    verifier: [u8; 8],
+}
+
+impl WriteBack {
+    /// Starts the worker tasks; the write verifier is random.
+    pub fn start(limits: WriteLimits) -> WriteBack {
+        let dirty = Arc::new(DirtyTable {
+            counts: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+        });
+        let workers = limits.workers.max(1);
+        let budget = (limits.buffer_bytes_max / workers).max(limits.file_flush_bytes);
+        let senders = (0..workers)
+            .map(|_| {
+                let (sender, receiver) = mpsc::channel(limits.queue_max.max(1));
+                let worker = Worker {
+                    files: HashMap::new(),
+                    bytes: 0,
+                    budget,
+                    file_flush_bytes: limits.file_flush_bytes,
+                    dirty: Arc::clone(&dirty),
+                };
+                tokio::spawn(worker.run(receiver));
+                sender
+            })
+            .collect();
+        WriteBack {
+            workers: senders,
+            dirty,
+            verifier: rand::random(),
+        }
+    }
+
+    /// The write verifier of this gateway's life.
+    pub fn verifier(&self) -> [u8; 8] {
+        self.verifier
+    }
+
+    fn worker(&self, key: FileKey) -> &mpsc::Sender<Command> {
+        &self.workers[bucket_of(key) % self.workers.len()]
+    }
+
+    /// Whether `key`'s file may hold buffered bytes.
+    pub fn may_be_dirty(&self, key: FileKey) -> bool {
+        self.dirty.counts[bucket_of(key) % BUCKETS].load(Ordering::Acquire) > 0
+    }
+
+    async fn ask<T>(&self, key: FileKey, command: Command, answer: oneshot::Receiver<T>) -> Option<T> {
+        self.worker(key).send(command).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Buffers `data` at `offset` of the file; with `sync`, commits the file's buffer
+    /// before answering.
+    pub async fn write(
+        &self,
+        namespace: &Namespace,
+        key: FileKey,
+        offset: u64,
+        data: Vec<u8>,
+        sync: bool,
+    ) -> Result<(), Status> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Write {
+            namespace: namespace.clone(),
+            key,
+            offset,
+            data,
+            sync,
+            reply,
+        };
+        self.ask(key, command, answer).await.unwrap_or(Err(Status::ServerFault))
+    }
+
+    /// Commits the file's buffered bytes; reports a failure of an earlier flush.
+    pub async fn commit(&self, key: FileKey) -> Result<(), Status> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(key, Command::Commit { key, reply }, answer)
+            .await
+            .unwrap_or(Err(Status::ServerFault))
+    }
+
+    /// The file's buffered bytes in a range, when it may have some.
+    pub async fn overlay(&self, key: FileKey, offset: u64, length: u64) -> Overlay {
+        if !self.may_be_dirty(key) {
+            return Overlay::default();
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Overlay {
+            key,
+            offset,
+            length,
+            reply,
+        };
+        self.ask(key, command, answer).await.unwrap_or_default()
+    }
+
+    /// Drops the file's buffered bytes (it was removed or truncated to the buffer's
+    /// start by a change that supersedes them).
+    pub async fn discard(&self, key: FileKey) {
+        if self.may_be_dirty(key) {
+            let _ = self.worker(key).send(Command::Drop { key }).await;
+        }
+    }
+
+    /// Commits every buffered byte (clean shutdown).
+    pub async fn flush_all(&self) {
+        for worker in &self.workers {
+            let (reply, answer) = oneshot::channel();
+            if worker.send(Command::FlushAll { reply }).await.is_ok() {
+                let _ = answer.await;
+            }
+        }
+    }
+}
+
+struct Worker {
+    files: HashMap<FileKey, FileBuffer>,
+    bytes: usize,
+    budget: usize,
+    file_flush_bytes: usize,
+    dirty: Arc<DirtyTable>,
+}
+
+impl Worker {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        while let Some(command) = receiver.recv().await {
+            match command {
+                Command::Write {
+                    namespace,
+                    key,
+                    offset,
+                    data,
+                    sync,
+                    reply,
+                } => {
+                    let result = self.write(namespace, key, offset, data, sync).await;
+                    let _ = reply.send(result);
+                }
+                Command::Commit { key, reply } => {
+                    let result = self.flush(key).await;
+                    let _ = reply.send(result);
+                }
+                Command::Overlay {
+                    key,
+                    offset,
+                    length,
+                    reply,
+                } => {
+                    let overlay = self
+                        .files
+                        .get(&key)
+                        .map(|file| file.ranges.overlay(offset, length))
+                        .unwrap_or_default();
+                    let _ = reply.send(overlay);
+                }
+                Command::Drop { key } => {
+                    if let Some(file) = self.files.remove(&key) {
+                        self.forget(key, &file);
+                    }
+                }
+                Command::FlushAll { reply } => {
+                    let keys: Vec<FileKey> = self.files.keys().copied().collect();
+                    for key in keys {
+                        if let Err(status) = self.flush(key).await {
+                            tracing::warn!(?key, ?status, "flushing buffered NFS writes at shutdown failed");
+                        }
+                    }
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, key: FileKey, file: &FileBuffer) {
+        self.bytes -= file.ranges.bytes;
+        if !file.ranges.is_empty() {
+            self.dirty.counts[bucket_of(key) % BUCKETS].fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    async fn write(
+        &mut self,
+        namespace: Namespace,
+        key: FileKey,
+        offset: u64,
+        data: Vec<u8>,
+        sync: bool,
+    ) -> Result<(), Status> {
+        let file = self.files.entry(key).or_insert_with(|| FileBuffer {
+            namespace,
+            ranges: Ranges::default(),
+            failure: None,
+        });
+        let was_empty = file.ranges.is_empty();
+        let change = file.ranges.insert(offset, data);
+        let file_bytes = file.ranges.bytes;
+        if was_empty && !file.ranges.is_empty() {
+            self.dirty.counts[bucket_of(key) % BUCKETS].fetch_add(1, Ordering::AcqRel);
+        }
+        self.bytes = (self.bytes as isize + change) as usize;
+        assert!(
+            self.bytes == self.files.values().map(|file| file.ranges.bytes).sum::<usize>(),
+            "I-H2: the worker's byte count matches its buffers"
+        );
+        if sync || file_bytes >= self.file_flush_bytes {
+            return self.flush(key).await;
+        }
+        while self.bytes > self.budget {
+            let Some(largest) = self
+                .files
+                .iter()
+                .max_by_key(|(_, file)| file.ranges.bytes)
+                .map(|(key, _)| *key)
+            else {
+                break;
+            };
+            // Another file's failure is kept for its next COMMIT.
+            let _ = self.flush(largest).await;
+        }
+        Ok(())
+    }
+
+    /// Commits the buffered ranges of `key`'s file, in order.
+    async fn flush(&mut self, key: FileKey) -> Result<(), Status> {
+        let Some(mut file) = self.files.remove(&key) else {
+            return Ok(());
+        };
+        self.forget(key, &file);
+        let mut result = file.failure.take().map_or(Ok(()), Err);
+        for (offset, data) in std::mem::take(&mut file.ranges.map) {
+            if result.is_err() {
+                break;
+            }
+            if let Err(error) = file.namespace.write_at(key.1, offset, &data).await {
+                tracing::warn!(?key, offset, %error, "flushing buffered NFS writes failed");
+                result = Err(flush_status(&error));
+            }
+        }
+        result
+    }
+}
+
+fn flush_status(error: &ClientError) -> Status {
+    match status_of(error) {
+        Status::Jukebox => Status::Io,
+        status => status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flat model of the file's buffered bytes.
+    fn apply(model: &mut Vec<Option<u8>>, offset: usize, data: &[u8]) {
+        if model.len() < offset + data.len() {
+            model.resize(offset + data.len(), None);
+        }
+        for (index, byte) in data.iter().enumerate() {
+            model[offset + index] = Some(*byte);
+        }
+    }
+
+    #[test]
+    fn ranges_merge_like_a_flat_buffer() {
+        let mut file = Ranges::default();
+        let mut model: Vec<Option<u8>> = Vec::new();
+        let mut state = 7u64;
+        for round in 0..2_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let offset = (state % 300) as usize;
+            let length = 1 + (state >> 20) as usize % 40;
+            let data: Vec<u8> = (0..length).map(|index| (round as usize + index) as u8).collect();
+            file.insert(offset as u64, data.clone());
+            apply(&mut model, offset, &data);
+            let mut flat: Vec<Option<u8>> = vec![None; model.len()];
+            let mut previous_end = None;
+            for (start, bytes) in &file.map {
+                assert!(!bytes.is_empty());
+                if let Some(end) = previous_end {
+                    assert!(*start > end, "ranges stay disjoint and non-adjacent");
+                }
+                previous_end = Some(*start + bytes.len() as u64);
+                for (index, byte) in bytes.iter().enumerate() {
+                    flat[*start as usize + index] = Some(*byte);
+                }
+            }
+            assert_eq!(flat, model);
+            assert_eq!(file.bytes, model.iter().filter(|byte| byte.is_some()).count());
+        }
+        let overlay = file.overlay(100, 50);
+        for (offset, bytes) in overlay.ranges {
+            for (index, byte) in bytes.iter().enumerate() {
+                assert_eq!(model[offset as usize + index], Some(*byte));
+            }
+        }
+        assert_eq!(overlay.end_bytes as usize, model.len());
+    }
+
+    #[test]
+    fn sequential_writes_make_one_range() {
+        let mut file = Ranges::default();
+        for index in 0..16u64 {
+            file.insert(index * 1000, vec![index as u8; 1000]);
+        }
+        assert_eq!(file.map.len(), 1);
+        assert_eq!(file.bytes, 16_000);
+        file.insert(20_000, vec![1; 10]);
+        file.insert(16_000, vec![2; 4000]);
+        assert_eq!(file.map.len(), 1, "a write that fills a gap joins both sides");
+        assert_eq!(file.end_bytes(), 20_010);
+    }
+}
