@@ -35,7 +35,8 @@ pub struct NfsOptions {
     pub files_per_stream: usize,
     /// Metadata clients at once.
     pub streams: usize,
-    /// Size of each device file (sparse).
+    /// Size of each device file; `kiseki up` allocates it up front, so six of
+    /// them must fit on the disk under `directory`.
     pub device_bytes: u64,
 }
 
@@ -48,7 +49,7 @@ impl NfsOptions {
             file_bytes: 1 << 30,
             files_per_stream: 1_000,
             streams: 4,
-            device_bytes: 8 << 30,
+            device_bytes: 4 << 30,
         }
     }
 

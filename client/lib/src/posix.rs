@@ -260,6 +260,42 @@ impl Namespace {
         }
     }
 
+    /// A directory's attributes and, if present, its entry `name` (inode and attributes),
+    /// in one read.
+    pub async fn lookup_in(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+    ) -> Result<(Attributes, Option<(InodeId, Attributes)>), ClientError> {
+        let query = ReadQuery::LookupIn {
+            parent,
+            name: name.to_vec(),
+        };
+        match self.read(&query).await? {
+            ReadAnswer::LookedUp { parent, entry } => Ok((parent, entry)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A file's attributes and the pieces of `[offset_bytes, offset_bytes +
+    /// length_bytes)`, in one read.
+    pub async fn read_with_attributes(
+        &self,
+        inode: InodeId,
+        offset_bytes: u64,
+        length_bytes: u64,
+    ) -> Result<(Attributes, Vec<ReadPiece>), ClientError> {
+        let query = ReadQuery::Read {
+            inode,
+            offset_bytes,
+            length_bytes,
+        };
+        match self.read(&query).await? {
+            ReadAnswer::Read { attributes, pieces } => Ok((attributes, pieces)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Up to `limit` entries of `dir` after `after_cookie`, in cookie order.
     pub async fn read_dir_page(
         &self,

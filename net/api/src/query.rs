@@ -141,6 +141,25 @@ pub enum ReadQuery {
         /// The directory.
         dir: InodeId,
     },
+    /// A directory's attributes and, if it has one, the entry `name` with its inode's
+    /// attributes, in one read (NFS LOOKUP, REMOVE, RENAME: the directory's mode decides
+    /// and its attributes are answered too); answered with `LookedUp`.
+    LookupIn {
+        /// The directory.
+        parent: InodeId,
+        /// The entry name.
+        name: Vec<u8>,
+    },
+    /// A file's attributes and the pieces of `[offset_bytes, offset_bytes +
+    /// length_bytes)` (as `Extents`), in one read; answered with `Read`.
+    Read {
+        /// The file.
+        inode: InodeId,
+        /// First byte.
+        offset_bytes: u64,
+        /// Bytes wanted.
+        length_bytes: u64,
+    },
 }
 
 /// Where a [`ReadQuery::ListNames`] starts.
@@ -190,6 +209,21 @@ pub enum ReadAnswer {
     Parts(Vec<PartInfo>),
     /// Entries of a `ListNames`.
     Listing(Vec<ListedEntry>),
+    /// A `LookupIn`: the directory's attributes, and the entry's inode and attributes
+    /// unless the name is not there.
+    LookedUp {
+        /// The directory's attributes.
+        parent: Attributes,
+        /// The entry, if it exists.
+        entry: Option<(InodeId, Attributes)>,
+    },
+    /// A `Read`: the file's attributes and the pieces of the range.
+    Read {
+        /// The file's attributes.
+        attributes: Attributes,
+        /// The pieces, as `Pieces` has them.
+        pieces: Vec<ReadPiece>,
+    },
 }
 
 /// One entry of a [`ReadQuery::ListNames`] answer.

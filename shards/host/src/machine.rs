@@ -92,6 +92,27 @@ impl NamespaceMachine {
                 .view()
                 .list_parts(*upload_id, *after_part, (*limit).min(READDIR_ENTRIES_MAX) as usize)
                 .map(ReadAnswer::Parts),
+            ReadQuery::LookupIn { parent, name } => self.state.getattr(*parent).and_then(|directory| {
+                let entry = match self.state.lookup(*parent, name) {
+                    Ok(found) => Some(found),
+                    Err(NamespaceError::NotFound) => None,
+                    Err(error) => return Err(error),
+                };
+                Ok(ReadAnswer::LookedUp {
+                    parent: directory,
+                    entry,
+                })
+            }),
+            ReadQuery::Read {
+                inode,
+                offset_bytes,
+                length_bytes,
+            } => self.state.getattr(*inode).and_then(|attributes| {
+                let pieces =
+                    self.state
+                        .read_extents(*inode, *offset_bytes, (*length_bytes).min(EXTENTS_READ_BYTES_MAX))?;
+                Ok(ReadAnswer::Read { attributes, pieces })
+            }),
             ReadQuery::Parent { dir } => self.state.parent(*dir).and_then(|parent| {
                 let attributes = self.state.getattr(parent)?;
                 Ok(ReadAnswer::Entry {

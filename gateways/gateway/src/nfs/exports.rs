@@ -220,7 +220,12 @@ pub struct Export {
     /// Its decoded chunks for reads: one cache per export, so a chunk is served only to
     /// the export whose extent named it (tenants never share plaintext through it).
     pub cache: ChunkCache,
+    /// Read-aheads running at once at most (more are skipped).
+    pub read_aheads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Read-aheads one export runs at once at most.
+pub const READ_AHEADS_MAX: usize = 4;
 
 impl Export {
     /// The file system id NFS attributes carry.
@@ -412,6 +417,7 @@ impl Exports {
         tracing::info!(export = %path, shard = info.shard, "exporting");
         Ok(Export {
             cache,
+            read_aheads: Arc::new(tokio::sync::Semaphore::new(READ_AHEADS_MAX)),
             id,
             path: path.to_owned(),
             incarnation: incarnation(&info),

@@ -85,6 +85,8 @@ pub struct NfsCounters {
     pub read_bytes: AtomicU64,
     /// Bytes written.
     pub written_bytes: AtomicU64,
+    /// Calls per NFSv3 procedure (0 to 21).
+    pub procedures: [AtomicU64; 22],
 }
 
 /// The NFS server of a gateway.
@@ -135,14 +137,50 @@ impl NfsService {
              # TYPE kiseki_nfs_bad_records_total counter\nkiseki_nfs_bad_records_total {}\n\
              # TYPE kiseki_nfs_read_bytes_total counter\nkiseki_nfs_read_bytes_total {}\n\
              # TYPE kiseki_nfs_written_bytes_total counter\nkiseki_nfs_written_bytes_total {}\n\
-             # TYPE kiseki_nfs_exports gauge\nkiseki_nfs_exports {}\n",
+             # TYPE kiseki_nfs_exports gauge\nkiseki_nfs_exports {}\n{}",
             value(&counters.calls),
             value(&counters.refused),
             value(&counters.bad_records),
             value(&counters.read_bytes),
             value(&counters.written_bytes),
             self.exports.table().by_id.len(),
+            self.procedure_lines(),
         )
+    }
+
+    fn procedure_lines(&self) -> String {
+        const NAMES: [&str; 22] = [
+            "null",
+            "getattr",
+            "setattr",
+            "lookup",
+            "access",
+            "readlink",
+            "read",
+            "write",
+            "create",
+            "mkdir",
+            "symlink",
+            "mknod",
+            "remove",
+            "rmdir",
+            "rename",
+            "link",
+            "readdir",
+            "readdirplus",
+            "fsstat",
+            "fsinfo",
+            "pathconf",
+            "commit",
+        ];
+        let mut text = String::from("# TYPE kiseki_nfs_procedure_calls_total counter\n");
+        for (name, count) in NAMES.iter().zip(&self.counters.procedures) {
+            text.push_str(&format!(
+                "kiseki_nfs_procedure_calls_total{{procedure=\"{name}\"}} {}\n",
+                count.load(Ordering::Relaxed)
+            ));
+        }
+        text
     }
 
     /// The reply to one record, if it deserves one.
@@ -163,6 +201,11 @@ impl NfsService {
                     credentials: header.credentials.clone(),
                     peer,
                 };
+                if header.program == NFS_PROGRAM {
+                    if let Some(counter) = self.counters.procedures.get(header.procedure as usize) {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 let reply = match (header.program, header.version) {
                     (NFS_PROGRAM, VERSION_3) => ops::call(self, &context, header.procedure, &mut arguments).await,
                     (MOUNT_PROGRAM, VERSION_3) => mount::call(self, &context, header.procedure, &mut arguments).await,

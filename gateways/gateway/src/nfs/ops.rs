@@ -24,6 +24,9 @@ use super::rpc::{self, Credentials};
 use super::xdr::{XdrReader, XdrWriter};
 use super::{CallContext, NfsService};
 
+/// The largest file (the namespace's `file_bytes_max` default; FSINFO's `maxfilesize`).
+const FILE_BYTES_MAX: u64 = 1 << 50;
+
 /// A handle resolved for a call: its export, its inode, and the caller as the export
 /// sees it.
 struct Target {
@@ -300,7 +303,10 @@ impl Nfs<'_> {
             if !caller.may_access_data(before, WRITE) {
                 return Err(Status::Acces);
             }
-            // What was buffered is committed first, so the size change comes after it.
+        }
+        if set.size.is_some() || set.mode.is_some() || set.uid.is_some() || set.gid.is_some() {
+            // What was buffered is committed first: the change comes after it, and the
+            // attributes buffered writes are checked with start again from the new ones.
             self.service.writes.commit(target.key()).await?;
         }
         let time = |how: SetTime| match how {
@@ -339,57 +345,69 @@ impl Nfs<'_> {
                 return;
             }
         };
-        let dir = self.attributes(&target, target.inode).await;
-        let found = match &dir {
-            Ok(dir) => self.lookup_in(&target, dir, dirop.name).await,
-            Err(status) => Err(*status),
-        };
+        let (dir, found) = self.lookup_entry(&target, dirop.name).await;
         match found {
             Ok((inode, attributes)) => {
                 self.status(Status::Ok);
                 let handle = self.handle_of(&target.export, inode);
                 self.out.opaque(&handle);
                 self.post_op(&target, inode, Some(&attributes));
-                self.post_op(&target, target.inode, dir.as_ref().ok());
+                self.post_op(&target, target.inode, dir.as_ref());
             }
             Err(status) => {
                 self.status(status);
-                self.post_op(&target, target.inode, dir.as_ref().ok());
+                self.post_op(&target, target.inode, dir.as_ref());
             }
         }
     }
 
-    async fn lookup_in(&self, target: &Target, dir: &Attributes, name: &[u8]) -> Result<(InodeId, Attributes), Status> {
+    /// The directory's attributes (when it answered) and the entry `name` in it: one read
+    /// for a name, two for `.` and `..`.
+    async fn lookup_entry(
+        &self,
+        target: &Target,
+        name: &[u8],
+    ) -> (Option<Attributes>, Result<(InodeId, Attributes), Status>) {
+        let failed = |error: ClientError| match error {
+            ClientError::Namespace(NamespaceError::NotFound) => Status::Stale,
+            error => status_of(&error),
+        };
+        let (dir, entry) = match name {
+            b"." | b".." => match self.attributes(target, target.inode).await {
+                Ok(dir) => (dir, None),
+                Err(status) => return (None, Err(status)),
+            },
+            _ if name.len() > NAME_BYTES_MAX => return (None, Err(Status::NameTooLong)),
+            _ => match target.namespace().lookup_in(target.inode, name).await {
+                Ok((dir, entry)) => (dir, Some(entry)),
+                Err(ClientError::Namespace(NamespaceError::InvalidName)) => return (None, Err(Status::Inval)),
+                Err(error) => return (None, Err(failed(error))),
+            },
+        };
         if dir.kind != FileKind::Directory {
-            return Err(Status::NotDir);
+            return (Some(dir), Err(Status::NotDir));
         }
-        if !target.caller.may(dir, EXECUTE) {
-            return Err(Status::Acces);
+        if !target.caller.may(&dir, EXECUTE) {
+            return (Some(dir), Err(Status::Acces));
         }
-        match name {
-            b"." => return Ok((target.inode, dir.clone())),
-            b".." => {
-                return target
-                    .namespace()
-                    .parent(target.inode)
-                    .await
-                    .map_err(|error| status_of(&error))
+        let found = match (name, entry) {
+            (b".", _) => Ok((target.inode, dir.clone())),
+            (b"..", _) => target
+                .namespace()
+                .parent(target.inode)
+                .await
+                .map_err(|error| status_of(&error)),
+            (_, Some(Some((inode, mut attributes)))) => {
+                let key = (target.export.id, inode);
+                if attributes.kind == FileKind::File && self.service.writes.may_be_dirty(key) {
+                    let overlay = self.service.writes.overlay(key, 0, 0).await;
+                    attributes.size_bytes = attributes.size_bytes.max(overlay.end_bytes);
+                }
+                Ok((inode, attributes))
             }
-            _ => {}
-        }
-        if name.len() > NAME_BYTES_MAX {
-            return Err(Status::NameTooLong);
-        }
-        let (inode, mut attributes) = target
-            .namespace()
-            .lookup(target.inode, name)
-            .await
-            .map_err(|error| status_of(&error))?;
-        if attributes.kind == FileKind::File && self.service.writes.may_be_dirty((target.export.id, inode)) {
-            let overlay = self.service.writes.overlay((target.export.id, inode), 0, 0).await;
-            attributes.size_bytes = attributes.size_bytes.max(overlay.end_bytes);
-        }
-        Ok((inode, attributes))
+            _ => Err(Status::NoEnt),
+        };
+        (Some(dir), found)
     }
 
     async fn access(mut self, handle: &[u8], asked: u32) {
@@ -468,16 +486,7 @@ impl Nfs<'_> {
         let count = count.min(IO_BYTES_MAX);
         let result = async {
             let target = self.resolve(handle).await?;
-            let attributes = self.attributes(&target, target.inode).await?;
-            match attributes.kind {
-                FileKind::File => {}
-                FileKind::Directory => return Err(Status::IsDir),
-                _ => return Err(Status::Inval),
-            }
-            if !target.caller.may_access_data(&attributes, READ) {
-                return Err(Status::Acces);
-            }
-            let data = self.read_data(&target, &attributes, offset, count).await?;
+            let (attributes, data) = self.read_data(&target, offset, count).await?;
             Ok((target, attributes, data))
         }
         .await;
@@ -502,26 +511,40 @@ impl Nfs<'_> {
         }
     }
 
-    /// `count` bytes at `offset` of a file (cut at its size): committed pieces, then the
-    /// buffered writes laid over them.
-    async fn read_data(
-        &self,
-        target: &Target,
-        attributes: &Attributes,
-        offset: u64,
-        count: u32,
-    ) -> Result<Vec<u8>, Status> {
-        let length = attributes.size_bytes.saturating_sub(offset).min(u64::from(count));
-        let mut data = vec![0u8; length as usize];
-        if length == 0 {
-            return Ok(data);
-        }
-        let failed = |error: ClientError| status_of(&error);
-        let pieces = target
+    /// The file's attributes and `count` bytes at `offset` (cut at its size): its
+    /// attributes and committed pieces in one read of the shard, the chunks through the
+    /// export's cache, then the buffered writes laid over them. The range that follows is
+    /// fetched into the cache meanwhile (read-ahead).
+    async fn read_data(&self, target: &Target, offset: u64, count: u32) -> Result<(Attributes, Vec<u8>), Status> {
+        let failed = |error: ClientError| match error {
+            ClientError::Namespace(NamespaceError::NotFound) => Status::Stale,
+            error => status_of(&error),
+        };
+        let (mut attributes, pieces) = target
             .namespace()
-            .pieces(target.inode, offset, length)
+            .read_with_attributes(target.inode, offset, u64::from(count))
             .await
             .map_err(failed)?;
+        match attributes.kind {
+            FileKind::File => {}
+            FileKind::Directory => return Err(Status::IsDir),
+            _ => return Err(Status::Inval),
+        }
+        if !target.caller.may_access_data(&attributes, READ) {
+            return Err(Status::Acces);
+        }
+        let overlay = self
+            .service
+            .writes
+            .overlay(target.key(), offset, u64::from(count))
+            .await;
+        attributes.size_bytes = attributes.size_bytes.max(overlay.end_bytes);
+        let length = attributes.size_bytes.saturating_sub(offset).min(u64::from(count));
+        let end = offset + length;
+        if end < attributes.size_bytes {
+            read_ahead(Arc::clone(&target.export), target.inode, end);
+        }
+        let mut data = vec![0u8; length as usize];
         for piece in pieces {
             match piece {
                 kiseki_namespace::ReadPiece::Inline {
@@ -535,19 +558,18 @@ impl Nfs<'_> {
                         .cache
                         .chunk(target.namespace(), &extent)
                         .await
-                        .map_err(failed)?;
+                        .map_err(|error| status_of(&error))?;
                     let start = extent.chunk_offset_bytes as usize;
-                    let end = start + extent.length_bytes as usize;
-                    let bytes = chunk.get(start..end).ok_or(Status::Io)?;
+                    let stop = start + extent.length_bytes as usize;
+                    let bytes = chunk.get(start..stop).ok_or(Status::Io)?;
                     copy_into(&mut data, offset, offset_bytes, bytes);
                 }
             }
         }
-        let overlay = self.service.writes.overlay(target.key(), offset, length).await;
         for (at, bytes) in overlay.ranges {
             copy_into(&mut data, offset, at, &bytes);
         }
-        Ok(data)
+        Ok((attributes, data))
     }
 
     async fn write(mut self, handle: &[u8], offset: u64, count: u32, stable: Stable, data: &[u8]) {
@@ -595,7 +617,12 @@ impl Nfs<'_> {
         stable: Stable,
     ) -> Result<Option<Attributes>, Status> {
         self.refuse_read_only(target)?;
-        let attributes = self.attributes(target, target.inode).await?;
+        // While the file has buffered writes, the attributes its buffer started with
+        // serve the checks: the writes of a stream read the shard once per buffer.
+        let attributes = match self.service.writes.attributes(target.key()).await {
+            Some(attributes) => attributes,
+            None => self.attributes(target, target.inode).await?,
+        };
         match attributes.kind {
             FileKind::File => {}
             FileKind::Directory => return Err(Status::IsDir),
@@ -604,13 +631,23 @@ impl Nfs<'_> {
         if !target.caller.may_access_data(&attributes, WRITE) {
             return Err(Status::Acces);
         }
-        if offset.checked_add(data.len() as u64).is_none() {
+        if offset
+            .checked_add(data.len() as u64)
+            .is_none_or(|end| end > FILE_BYTES_MAX)
+        {
             return Err(Status::FBig);
         }
         let sync = stable != Stable::Unstable;
         self.service
             .writes
-            .write(target.namespace(), target.key(), offset, data.to_vec(), sync)
+            .write(
+                target.namespace(),
+                &attributes,
+                target.key(),
+                offset,
+                data.to_vec(),
+                sync,
+            )
             .await?;
         if sync {
             return Ok(self.attributes(target, target.inode).await.ok());
@@ -627,20 +664,43 @@ impl Nfs<'_> {
                 return;
             }
         };
-        let committed = self.service.writes.commit(target.key()).await;
-        let after = self.attributes(&target, target.inode).await.ok();
-        match committed {
+        // The file's attributes are not read again: the client asks if it needs them.
+        match self.service.writes.commit(target.key()).await {
             Ok(()) => {
                 self.status(Status::Ok);
-                self.wcc(&target, target.inode, None, after.as_ref());
+                self.wcc_empty();
                 self.out.fixed(&self.service.writes.verifier());
             }
             Err(status) => {
                 self.status(status);
-                self.wcc(&target, target.inode, None, after.as_ref());
+                self.wcc_empty();
             }
         }
     }
+}
+
+/// Bytes fetched ahead of a read.
+const READ_AHEAD_BYTES: u64 = 4 << 20;
+
+/// Fetches the chunks of `[from, from + READ_AHEAD_BYTES)` of a file into its export's
+/// cache in the background, unless the export runs as many read-aheads as it may.
+fn read_ahead(export: Arc<Export>, inode: InodeId, from: u64) {
+    let Ok(permit) = Arc::clone(&export.read_aheads).try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let Ok(pieces) = export.namespace.pieces(inode, from, READ_AHEAD_BYTES).await else {
+            return;
+        };
+        for piece in pieces {
+            if let kiseki_namespace::ReadPiece::Extent { extent, .. } = piece {
+                if export.cache.chunk(&export.namespace, &extent).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Copies `bytes` (at file offset `at`) into `data` (which starts at file offset
@@ -699,25 +759,30 @@ impl Nfs<'_> {
         }
     }
 
-    /// Writes a CREATE/MKDIR/SYMLINK/MKNOD result.
-    async fn created(&mut self, target: Option<&Target>, before: Option<&Attributes>, made: Result<InodeId, Status>) {
+    /// Writes a CREATE/MKDIR/SYMLINK/MKNOD result: the new handle and attributes, the
+    /// directory's attributes before (after: not read again, the client asks if it needs
+    /// them).
+    fn created(
+        &mut self,
+        target: Option<&Target>,
+        before: Option<&Attributes>,
+        made: Result<(InodeId, Attributes), Status>,
+    ) {
         let Some(target) = target else {
             self.status(made.err().unwrap_or(Status::ServerFault));
             self.wcc_empty();
             return;
         };
-        let dir_after = self.attributes(target, target.inode).await.ok();
         match made {
-            Ok(inode) => {
-                let attributes = self.attributes(target, inode).await.ok();
+            Ok((inode, attributes)) => {
                 self.status(Status::Ok);
                 let handle = self.handle_of(&target.export, inode);
                 self.out.bool(true).opaque(&handle);
-                self.post_op(target, inode, attributes.as_ref());
+                self.post_op(target, inode, Some(&attributes));
             }
             Err(status) => self.status(status),
         }
-        self.wcc(target, target.inode, before, dir_after.as_ref());
+        self.wcc(target, target.inode, before, None);
     }
 
     async fn create(mut self, dirop: DirOp<'_>, how: CreateHow) {
@@ -728,10 +793,10 @@ impl Nfs<'_> {
             }
             Err((target, status)) => (target, None, Err(status)),
         };
-        self.created(target.as_ref(), before.as_ref(), made).await;
+        self.created(target.as_ref(), before.as_ref(), made);
     }
 
-    async fn create_file(&self, target: &Target, name: &[u8], how: CreateHow) -> Result<InodeId, Status> {
+    async fn create_file(&self, target: &Target, name: &[u8], how: CreateHow) -> Result<(InodeId, Attributes), Status> {
         check_name(name)?;
         let failed = |error: ClientError| status_of(&error);
         match how {
@@ -751,9 +816,10 @@ impl Nfs<'_> {
                         size_bytes: Some(0),
                         ..AttrChanges::default()
                     };
-                    target.namespace().setattr(made.0, changes).await.map_err(failed)?;
+                    let attributes = target.namespace().setattr(made.0, changes).await.map_err(failed)?;
+                    return Ok((made.0, attributes));
                 }
-                Ok(made.0)
+                Ok(made)
             }
             CreateHow::Exclusive(verifier) => {
                 let time = verifier_time(verifier);
@@ -769,8 +835,8 @@ impl Nfs<'_> {
                     exclusive: true,
                 };
                 match target.namespace().propose(&delta).await {
-                    Ok((Some(inode), _)) => Ok(inode),
-                    Ok((None, _)) => Err(Status::ServerFault),
+                    Ok((Some(inode), Some(attributes))) => Ok((inode, attributes)),
+                    Ok(_) => Err(Status::ServerFault),
                     Err(ClientError::Namespace(NamespaceError::AlreadyExists)) => {
                         // A retry of the same create finds the verifier it stored.
                         let (inode, attributes) =
@@ -778,7 +844,7 @@ impl Nfs<'_> {
                         let same =
                             attributes.kind == FileKind::File && attributes.mtime == time && attributes.atime == time;
                         if same {
-                            Ok(inode)
+                            Ok((inode, attributes))
                         } else {
                             Err(Status::Exist)
                         }
@@ -797,7 +863,6 @@ impl Nfs<'_> {
                         .namespace()
                         .mkdir_at(target.inode, dirop.name, creator(&target.caller, &set, 0o755))
                         .await
-                        .map(|made| made.0)
                         .map_err(|error| status_of(&error)),
                     Err(status) => Err(status),
                 };
@@ -805,7 +870,7 @@ impl Nfs<'_> {
             }
             Err((target, status)) => (target, None, Err(status)),
         };
-        self.created(target.as_ref(), before.as_ref(), made).await;
+        self.created(target.as_ref(), before.as_ref(), made);
     }
 
     async fn symlink(mut self, dirop: DirOp<'_>, set: SetAttributes, link: &[u8]) {
@@ -816,7 +881,6 @@ impl Nfs<'_> {
                         .namespace()
                         .symlink_at(target.inode, dirop.name, link, creator(&target.caller, &set, 0o777))
                         .await
-                        .map(|made| made.0)
                         .map_err(|error| status_of(&error)),
                     Err(status) => Err(status),
                 };
@@ -824,7 +888,7 @@ impl Nfs<'_> {
             }
             Err((target, status)) => (target, None, Err(status)),
         };
-        self.created(target.as_ref(), before.as_ref(), made).await;
+        self.created(target.as_ref(), before.as_ref(), made);
     }
 
     async fn mknod(mut self, dirop: DirOp<'_>, what: MknodWhat) {
@@ -838,58 +902,81 @@ impl Nfs<'_> {
                         .namespace()
                         .mknod_at(target.inode, dirop.name, kind, creator(&target.caller, &set, 0o644))
                         .await
-                        .map(|made| made.0)
                         .map_err(|error| status_of(&error)),
                 };
                 (Some(target), Some(before), made)
             }
             Err((target, status)) => (target, None, Err(status)),
         };
-        self.created(target.as_ref(), before.as_ref(), made).await;
+        self.created(target.as_ref(), before.as_ref(), made);
     }
 
     async fn remove(mut self, dirop: DirOp<'_>, directory: bool) {
-        let (target, before, result) = match self.writable_directory(dirop.dir).await {
-            Ok((target, before)) => {
-                let result = self.remove_entry(&target, &before, dirop.name, directory).await;
-                (Some(target), Some(before), result)
+        let target = match self.resolve(dirop.dir).await {
+            Ok(target) => target,
+            Err(status) => {
+                self.status(status);
+                self.wcc_empty();
+                return;
             }
-            Err((target, status)) => (target, None, Err(status)),
         };
+        let (before, result) = self.remove_entry(&target, dirop.name, directory).await;
         self.status(result.err().unwrap_or(Status::Ok));
-        match target {
-            Some(target) => {
-                let after = self.attributes(&target, target.inode).await.ok();
-                self.wcc(&target, target.inode, before.as_ref(), after.as_ref());
-            }
-            None => self.wcc_empty(),
+        self.wcc(&target, target.inode, before.as_ref(), None);
+    }
+
+    /// A directory the caller may change, and the entry `name` in it (one read).
+    async fn changeable_entry(
+        &self,
+        target: &Target,
+        name: &[u8],
+    ) -> (Option<Attributes>, Result<Option<(InodeId, Attributes)>, Status>) {
+        if name.len() > NAME_BYTES_MAX {
+            return (None, Err(Status::NameTooLong));
+        }
+        if name == b"." || name == b".." {
+            return (None, Err(Status::Inval));
+        }
+        let (dir, entry) = match target.namespace().lookup_in(target.inode, name).await {
+            Ok(found) => found,
+            Err(ClientError::Namespace(NamespaceError::NotFound)) => return (None, Err(Status::Stale)),
+            Err(error) => return (None, Err(status_of(&error))),
+        };
+        let refusal = if dir.kind != FileKind::Directory {
+            Some(Status::NotDir)
+        } else if target.export.options.read_only {
+            Some(Status::RoFs)
+        } else if !target.caller.may(&dir, WRITE | EXECUTE) {
+            Some(Status::Acces)
+        } else {
+            None
+        };
+        match refusal {
+            Some(status) => (Some(dir), Err(status)),
+            None => (Some(dir), Ok(entry)),
         }
     }
 
     async fn remove_entry(
         &self,
         target: &Target,
-        dir: &Attributes,
         name: &[u8],
         directory: bool,
-    ) -> Result<(), Status> {
-        if name.len() > NAME_BYTES_MAX {
-            return Err(Status::NameTooLong);
-        }
-        if name == b"." || name == b".." {
-            return Err(Status::Inval);
-        }
-        let failed = |error: ClientError| status_of(&error);
-        let (inode, entry) = target.namespace().lookup(target.inode, name).await.map_err(failed)?;
-        if !target.caller.may_unlink(dir, &entry) {
-            return Err(Status::Acces);
-        }
-        if directory {
-            if entry.kind != FileKind::Directory {
-                return Err(Status::NotDir);
+    ) -> (Option<Attributes>, Result<(), Status>) {
+        let (dir, entry) = self.changeable_entry(target, name).await;
+        let result = async {
+            let dir = dir.as_ref().ok_or(Status::ServerFault)?;
+            let (inode, entry) = entry?.ok_or(Status::NoEnt)?;
+            if !target.caller.may_unlink(dir, &entry) {
+                return Err(Status::Acces);
             }
-            target.namespace().rmdir_at(target.inode, name).await.map_err(failed)
-        } else {
+            let failed = |error: ClientError| status_of(&error);
+            if directory {
+                if entry.kind != FileKind::Directory {
+                    return Err(Status::NotDir);
+                }
+                return target.namespace().rmdir_at(target.inode, name).await.map_err(failed);
+            }
             if entry.kind == FileKind::Directory {
                 return Err(Status::IsDir);
             }
@@ -899,73 +986,55 @@ impl Nfs<'_> {
             }
             Ok(())
         }
+        .await;
+        (dir, result)
     }
 
     async fn rename(mut self, from: DirOp<'_>, to: DirOp<'_>) {
-        let source = self.writable_directory(from.dir).await;
-        let destination = self.writable_directory(to.dir).await;
         let crossing = self.crosses_exports(from.dir, to.dir);
+        let source = self.resolve(from.dir).await;
+        let destination = self.resolve(to.dir).await;
+        let (mut source_dir, mut destination_dir) = (None, None);
         let result = match (&source, &destination) {
             _ if crossing => Err(Status::XDev),
-            (Ok((source, source_dir)), Ok((destination, destination_dir))) => {
-                self.rename_entry(source, source_dir, from.name, destination, destination_dir, to.name)
-                    .await
+            (Ok(source), Ok(destination)) => {
+                let (from_dir, entry) = self.changeable_entry(source, from.name).await;
+                let (to_dir, replaced) = self.changeable_entry(destination, to.name).await;
+                source_dir = from_dir;
+                destination_dir = to_dir;
+                match (entry, replaced, &source_dir, &destination_dir) {
+                    (Err(status), _, _, _) | (_, Err(status), _, _) => Err(status),
+                    (Ok(None), _, _, _) => Err(Status::NoEnt),
+                    (Ok(Some((_, entry))), Ok(replaced), Some(from_dir), Some(to_dir)) => {
+                        let allowed = source.caller.may_unlink(from_dir, &entry)
+                            && replaced.is_none_or(|(_, replaced)| destination.caller.may_unlink(to_dir, &replaced));
+                        match allowed {
+                            false => Err(Status::Acces),
+                            true => source
+                                .namespace()
+                                .rename_at(
+                                    source.inode,
+                                    from.name,
+                                    destination.inode,
+                                    to.name,
+                                    RenameFlags::default(),
+                                )
+                                .await
+                                .map_err(|error| status_of(&error)),
+                        }
+                    }
+                    _ => Err(Status::ServerFault),
+                }
             }
-            (Err((_, status)), _) | (_, Err((_, status))) => Err(*status),
+            (Err(status), _) | (_, Err(status)) => Err(*status),
         };
         self.status(result.err().unwrap_or(Status::Ok));
-        for side in [source, destination] {
+        for (side, before) in [(source, source_dir), (destination, destination_dir)] {
             match side {
-                Ok((target, before)) => {
-                    let after = self.attributes(&target, target.inode).await.ok();
-                    self.wcc(&target, target.inode, Some(&before), after.as_ref());
-                }
+                Ok(target) => self.wcc(&target, target.inode, before.as_ref(), None),
                 Err(_) => self.wcc_empty(),
             }
         }
-    }
-
-    async fn rename_entry(
-        &self,
-        source: &Target,
-        source_dir: &Attributes,
-        from_name: &[u8],
-        destination: &Target,
-        destination_dir: &Attributes,
-        to_name: &[u8],
-    ) -> Result<(), Status> {
-        if source.export.id != destination.export.id {
-            return Err(Status::XDev);
-        }
-        if from_name.len() > NAME_BYTES_MAX || to_name.len() > NAME_BYTES_MAX {
-            return Err(Status::NameTooLong);
-        }
-        check_name(to_name)?;
-        let failed = |error: ClientError| status_of(&error);
-        let (_, entry) = source
-            .namespace()
-            .lookup(source.inode, from_name)
-            .await
-            .map_err(failed)?;
-        if !source.caller.may_unlink(source_dir, &entry) {
-            return Err(Status::Acces);
-        }
-        if let Ok((_, replaced)) = destination.namespace().lookup(destination.inode, to_name).await {
-            if !destination.caller.may_unlink(destination_dir, &replaced) {
-                return Err(Status::Acces);
-            }
-        }
-        source
-            .namespace()
-            .rename_at(
-                source.inode,
-                from_name,
-                destination.inode,
-                to_name,
-                RenameFlags::default(),
-            )
-            .await
-            .map_err(failed)
     }
 
     async fn link(mut self, handle: &[u8], dirop: DirOp<'_>) {
@@ -1234,7 +1303,7 @@ impl Nfs<'_> {
             .u32(IO_BYTES_MAX)
             .u32(4096)
             .u32(64 << 10)
-            .u64(1 << 50)
+            .u64(FILE_BYTES_MAX)
             .u32(0)
             .u32(1)
             .u32(FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME);

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use kiseki_client::{ClientError, Namespace};
-use kiseki_namespace::InodeId;
+use kiseki_namespace::{Attributes, InodeId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::errors::status_of;
@@ -67,6 +67,7 @@ pub struct Overlay {
 enum Command {
     Write {
         namespace: Namespace,
+        attributes: Attributes,
         key: FileKey,
         offset: u64,
         data: Vec<u8>,
@@ -83,6 +84,10 @@ enum Command {
         length: u64,
         reply: oneshot::Sender<Overlay>,
     },
+    Attributes {
+        key: FileKey,
+        reply: oneshot::Sender<Option<Attributes>>,
+    },
     Drop {
         key: FileKey,
     },
@@ -93,6 +98,9 @@ enum Command {
 
 struct FileBuffer {
     namespace: Namespace,
+    /// The file's attributes when its buffer was started (for the permission checks of
+    /// the writes that follow, which then need no read of the shard).
+    attributes: Attributes,
     ranges: Ranges,
     /// A flush failure not reported yet.
     failure: Option<Status>,
@@ -251,11 +259,24 @@ impl WriteBack {
         answer.await.ok()
     }
 
-    /// Buffers `data` at `offset` of the file; with `sync`, commits the file's buffer
-    /// before answering.
+    /// The attributes a file had when its current buffer started, with the size its
+    /// buffered bytes give it; `None` when it has no buffer.
+    pub async fn attributes(&self, key: FileKey) -> Option<Attributes> {
+        if !self.may_be_dirty(key) {
+            return None;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.ask(key, Command::Attributes { key, reply }, answer)
+            .await
+            .flatten()
+    }
+
+    /// Buffers `data` at `offset` of the file (whose attributes are `attributes`); with
+    /// `sync`, commits the file's buffer before answering.
     pub async fn write(
         &self,
         namespace: &Namespace,
+        attributes: &Attributes,
         key: FileKey,
         offset: u64,
         data: Vec<u8>,
@@ -264,6 +285,7 @@ impl WriteBack {
         let (reply, answer) = oneshot::channel();
         let command = Command::Write {
             namespace: namespace.clone(),
+            attributes: attributes.clone(),
             key,
             offset,
             data,
@@ -329,13 +351,14 @@ impl Worker {
             match command {
                 Command::Write {
                     namespace,
+                    attributes,
                     key,
                     offset,
                     data,
                     sync,
                     reply,
                 } => {
-                    let result = self.write(namespace, key, offset, data, sync).await;
+                    let result = self.write(namespace, attributes, key, offset, data, sync).await;
                     let _ = reply.send(result);
                 }
                 Command::Commit { key, reply } => {
@@ -354,6 +377,14 @@ impl Worker {
                         .map(|file| file.ranges.overlay(offset, length))
                         .unwrap_or_default();
                     let _ = reply.send(overlay);
+                }
+                Command::Attributes { key, reply } => {
+                    let attributes = self.files.get(&key).map(|file| {
+                        let mut attributes = file.attributes.clone();
+                        attributes.size_bytes = attributes.size_bytes.max(file.ranges.end_bytes());
+                        attributes
+                    });
+                    let _ = reply.send(attributes);
                 }
                 Command::Drop { key } => {
                     if let Some(file) = self.files.remove(&key) {
@@ -383,6 +414,7 @@ impl Worker {
     async fn write(
         &mut self,
         namespace: Namespace,
+        attributes: Attributes,
         key: FileKey,
         offset: u64,
         data: Vec<u8>,
@@ -390,6 +422,7 @@ impl Worker {
     ) -> Result<(), Status> {
         let file = self.files.entry(key).or_insert_with(|| FileBuffer {
             namespace,
+            attributes,
             ranges: Ranges::default(),
             failure: None,
         });
