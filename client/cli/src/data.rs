@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use kiseki_client::{open_namespace, parse_durability, Namespace, Profile};
-use kiseki_namespace::{Attributes, FileKind};
+use kiseki_namespace::{Attributes, FileKind, InodeId, ReadPiece};
 use kiseki_pipeline::Durability;
 
 /// Where the cluster is and whose namespace to use; shared by every data command.
@@ -133,8 +133,43 @@ fn kind_name(kind: FileKind) -> &'static str {
     }
 }
 
-fn attributes_json(path: &str, inode: u64, attributes: &Attributes) -> String {
+/// Where a file's bytes live: inline in its inode, or in extents over chunks.
+#[derive(Default)]
+struct Layout {
+    inline_bytes: u64,
+    extents: u64,
+    extent_bytes: u64,
+}
+
+/// The layout of the file `inode` of `size_bytes`, piece by piece.
+async fn layout_of(namespace: &Namespace, inode: InodeId, size_bytes: u64) -> anyhow::Result<Layout> {
+    let mut layout = Layout::default();
+    let mut position = 0;
+    while position < size_bytes {
+        let pieces = namespace.pieces(inode, position, size_bytes - position).await?;
+        let Some(last) = pieces.last().map(ReadPiece::end_bytes) else {
+            break;
+        };
+        for piece in &pieces {
+            match piece {
+                ReadPiece::Inline { length_bytes, .. } => layout.inline_bytes += length_bytes,
+                ReadPiece::Extent { extent, .. } => {
+                    layout.extents += 1;
+                    layout.extent_bytes += extent.length_bytes;
+                }
+                ReadPiece::Hole { .. } => {}
+            }
+        }
+        position = last;
+    }
+    Ok(layout)
+}
+
+fn attributes_json(path: &str, inode: u64, attributes: &Attributes, layout: &Layout) -> String {
     serde_json::json!({
+        "inline_bytes": layout.inline_bytes,
+        "extents": layout.extents,
+        "extent_bytes": layout.extent_bytes,
         "path": path,
         "inode": inode,
         "kind": kind_name(attributes.kind),
@@ -228,18 +263,25 @@ async fn run_async(command: DataCommand) -> anyhow::Result<()> {
         }
         DataCommand::Stat { path, json, .. } => {
             let (inode, attributes) = namespace.resolve(&path).await?;
+            let layout = match attributes.kind {
+                FileKind::File => layout_of(&namespace, inode, attributes.size_bytes).await?,
+                _ => Layout::default(),
+            };
             if json {
-                println!("{}", attributes_json(&path, inode.0, &attributes));
+                println!("{}", attributes_json(&path, inode.0, &attributes, &layout));
             } else {
                 println!(
-                    "{path}: {} inode {} mode {:o} size {} links {} uid {} gid {}",
+                    "{path}: {} inode {} mode {:o} size {} links {} uid {} gid {} inline {} extents {} ({} bytes)",
                     kind_name(attributes.kind),
                     inode.0,
                     attributes.mode,
                     attributes.size_bytes,
                     attributes.nlink,
                     attributes.uid,
-                    attributes.gid
+                    attributes.gid,
+                    layout.inline_bytes,
+                    layout.extents,
+                    layout.extent_bytes
                 );
             }
         }

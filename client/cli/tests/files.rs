@@ -41,6 +41,16 @@ fn files_round_trip_stay_encrypted_on_every_device_and_survive_a_killed_node() {
             stat.contains(&format!("\"size_bytes\":{}", bytes.len())),
             "{remote}: {stat}"
         );
+        // Files within the inline bound (4 KiB) live in their inode, larger ones in chunks.
+        let inline = if (1..=4096).contains(&bytes.len()) {
+            bytes.len()
+        } else {
+            0
+        };
+        assert!(stat.contains(&format!("\"inline_bytes\":{inline}")), "{remote}: {stat}");
+        if inline > 0 {
+            assert!(stat.contains("\"extents\":0"), "{remote}: {stat}");
+        }
     }
     let listing = String::from_utf8(cluster.ok(&["ls", "/data"], None)).unwrap();
     assert_eq!(listing.lines().collect::<Vec<_>>(), ["set-0/", "set-1/", "piped.bin"]);

@@ -174,6 +174,7 @@ def writes_and_reads(rpc, root):
     expect("sparse READ beyond a hole", rpc.write(file, (8 << 20), b"end", FILE_SYNC)[0], OK)
     status, read, eof = rpc.read(file, (5 << 20), 16)
     expect("a hole reads as zeros", (read, eof), (b"\0" * 16, False))
+    small_files(rpc, root)
     # READDIRPLUS pages and cookies.
     status, many = rpc.mkdir(root, b"many-" + RUN)
     for index in range(300):
@@ -188,6 +189,49 @@ def writes_and_reads(rpc, root):
     expect("READDIR", (status, plain[0][0]), (OK, b"."))
     status, granted = rpc.access(file)
     expect("ACCESS of the owner (root, ids as sent)", (status, granted & 0x0D), (OK, 0x0D))
+
+
+def small_files(rpc, root):
+    """A file within the inline bound (4 KiB) lives in its inode: it is written, merged,
+    grown past the bound into chunks, cut and written again, and every read matches a
+    flat model of its bytes."""
+    status, file = rpc.create(root, b"small-" + RUN)
+    model = bytearray()
+
+    def write(offset, data, stable):
+        if len(model) < offset + len(data):
+            model.extend(b"\0" * (offset + len(data) - len(model)))
+        model[offset:offset + len(data)] = data
+        status, committed, _ = rpc.write(file, offset, data, stable)
+        if stable == UNSTABLE:
+            expect(f"COMMIT after {len(data)} bytes at {offset}", rpc.commit(file)[0], OK)
+        return status
+
+    def read_all(what):
+        back = b""
+        while True:
+            status, read, eof = rpc.read(file, len(back), 1 << 20)
+            back += read
+            if eof or not read:
+                break
+        expect(f"{what}: {len(model)} bytes read back", bytes(back) == bytes(model), True)
+
+    expect("a 100-byte WRITE", write(0, os.urandom(100), UNSTABLE), OK)
+    read_all("inline file")
+    expect("a WRITE merged into it", write(50, os.urandom(3000), FILE_SYNC), OK)
+    read_all("merged inline file")
+    expect("a WRITE past the inline bound", write(4000, os.urandom(6000), UNSTABLE), OK)
+    read_all("inline bytes, a hole and chunks")
+    expect("a WRITE over the inline bytes and the chunks", write(3000, os.urandom(2000), FILE_SYNC), OK)
+    read_all("overwritten across the bound")
+    expect("SETATTR size 20", rpc.setattr(file, size=20), OK)
+    del model[20:]
+    read_all("cut to 20 bytes")
+    expect("a WRITE after the cut", write(30, os.urandom(10), UNSTABLE), OK)
+    read_all("written again after the cut")
+    expect("SETATTR size 5000", rpc.setattr(file, size=5000), OK)
+    model.extend(b"\0" * (5000 - len(model)))
+    read_all("extended with a hole")
 
 
 def exports_options(port, unsquashed_port):

@@ -190,6 +190,13 @@ fn tenants_quotas_maintenance_and_crypto_shred() {
     );
     cluster.ok(&["maintenance", "off"], None);
     cluster.ok(&["put", "-", "/same.bin"], Some(&secret));
+    // A small file lives inline in its inode, sealed under acme's KEK.
+    let small = file_bytes(2_000, 8, b"KISEKI-INLINE-MARKER");
+    let written = kiseki_as(&acme, &["put", "-", "/small.txt"], Some(&small));
+    assert!(written.status.success(), "{}", stderr_of(&written));
+    let stat = String::from_utf8(kiseki_as(&acme, &["stat", "/small.txt", "--json"], None).stdout).unwrap();
+    assert!(stat.contains("\"inline_bytes\":2000"), "{stat}");
+    assert_eq!(kiseki_as(&acme, &["get", "/small.txt"], None).stdout, small);
 
     // Crypto-shred: acme's file and the default tenant's identical file share their
     // chunks (cross-tenant dedup); after the shred, acme's cannot be read by any means,
@@ -199,6 +206,10 @@ fn tenants_quotas_maintenance_and_crypto_shred() {
     refused(&kiseki_as(&acme, &["get", "/same.bin"], None), "crypto-shredded");
     refused(
         &cluster.kiseki(&["get", "/same.bin", "--tenant", "acme", "--namespace", "data"], None),
+        "crypto-shredded",
+    );
+    refused(
+        &cluster.kiseki(&["get", "/small.txt", "--tenant", "acme", "--namespace", "data"], None),
         "crypto-shredded",
     );
     let admin_identity = Profile::load(&admin).unwrap();
@@ -218,6 +229,11 @@ fn tenants_quotas_maintenance_and_crypto_shred() {
     // No plaintext of either copy on any device, log or state file (I-K1).
     assert_eq!(
         common::any_file_holds(cluster.data_dir(), b"KISEKI-TENANT-MARKER"),
+        None
+    );
+    // Nor of the inline file in any shard log, snapshot or device (I-K7).
+    assert_eq!(
+        common::any_file_holds(cluster.data_dir(), b"KISEKI-INLINE-MARKER"),
         None
     );
 

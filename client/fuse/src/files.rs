@@ -463,8 +463,13 @@ impl OpenFile {
         let skip = (from - piece_start) as usize;
         match piece {
             ReadPiece::Hole { .. } => target.fill(0),
-            ReadPiece::Inline { data, .. } => {
-                let source = data.get(skip..skip + target.len()).ok_or(Errno::EIO)?;
+            ReadPiece::Inline { .. } => {
+                let bytes = self
+                    .namespace
+                    .inline_piece(piece)
+                    .map_err(|error| errno(&error))?
+                    .unwrap_or_default();
+                let source = bytes.get(skip..skip + target.len()).ok_or(Errno::EIO)?;
                 target.copy_from_slice(source);
             }
             ReadPiece::Extent { extent, .. } => {

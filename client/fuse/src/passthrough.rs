@@ -75,7 +75,10 @@ pub async fn plaintext_copy(
     for piece in pieces {
         match piece {
             ReadPiece::Hole { .. } => {}
-            ReadPiece::Inline { offset_bytes, data } => io(file.write_all_at(&data, offset_bytes))?,
+            ReadPiece::Inline { offset_bytes, .. } => {
+                let bytes = namespace.inline_piece(&piece).map_err(|error| errno(&error))?;
+                io(file.write_all_at(&bytes.unwrap_or_default(), offset_bytes))?;
+            }
             ReadPiece::Extent { offset_bytes, extent } => {
                 let chunk = cache.chunk(namespace, &extent).await.map_err(|error| errno(&error))?;
                 let start = extent.chunk_offset_bytes as usize;

@@ -31,6 +31,7 @@ pub mod chunk_record;
 mod client;
 mod error;
 mod health;
+mod inline;
 mod keys;
 mod links;
 mod namespace;

@@ -46,6 +46,10 @@ pub struct NamespaceOptions {
     /// How long a chunk's last fragments may take once its write quorum is durable
     /// before the chunk is committed without them (degraded).
     pub straggler_ms: u64,
+    /// Files whose bytes all lie below this keep them inline in the inode, sealed, rather
+    /// than in chunks (design §5; the shard's `inline_bytes_max` bounds it too, and a
+    /// write past the shard's bound falls back to chunks). 0 turns inline data off.
+    pub inline_bytes_max: usize,
 }
 
 impl Default for NamespaceOptions {
@@ -56,6 +60,7 @@ impl Default for NamespaceOptions {
             chunks_read_ahead_max: 4,
             extents_per_delta_max: 64,
             straggler_ms: 3_000,
+            inline_bytes_max: 4096,
         }
     }
 }
@@ -199,6 +204,11 @@ impl Namespace {
     /// The options new chunks are written with.
     pub fn options(&self) -> &NamespaceOptions {
         &self.options
+    }
+
+    /// The key material this namespace seals and opens with.
+    pub(crate) fn keys(&self) -> &KeyMaterial {
+        &self.keys
     }
 
     /// The namespace's id as the shards know it.
@@ -354,8 +364,8 @@ impl Namespace {
         }
     }
 
-    /// Creates `path` (or opens the file there) and empties it.
-    async fn create_empty(&self, path: &str, mode: u32) -> Result<InodeId, ClientError> {
+    /// Creates `path` (or opens the file there) and empties it; its attributes after.
+    async fn create_empty(&self, path: &str, mode: u32) -> Result<(InodeId, Option<Attributes>), ClientError> {
         let (parent, name) = self.parent_of(path).await?;
         let delta = Delta::Create {
             parent,
@@ -365,16 +375,17 @@ impl Namespace {
         };
         let (inode, attributes) = self.propose(&delta).await?;
         let inode = inode.ok_or_else(|| ClientError::Invalid("create answered without an inode".into()))?;
-        if attributes.is_some_and(|attributes| attributes.size_bytes > 0) {
+        if attributes.as_ref().is_some_and(|attributes| attributes.size_bytes > 0) {
             let truncate = Delta::Truncate {
                 inode,
                 size_bytes: 0,
                 mtime: now(),
                 expected_generation: None,
             };
-            self.propose(&truncate).await?;
+            let (_, attributes) = self.propose(&truncate).await?;
+            return Ok((inode, attributes));
         }
-        Ok(inode)
+        Ok((inode, attributes))
     }
 
     /// Writes everything `reader` yields to `path`, replacing what the file held.
@@ -382,15 +393,32 @@ impl Namespace {
     where
         R: AsyncRead + Unpin,
     {
-        let inode = self.create_empty(path, mode).await?;
-        let mut writer = FileWriter::new(self, inode, 0)?;
+        let (inode, attributes) = self.create_empty(path, mode).await?;
         let mut input = vec![0u8; 1 << 20];
-        loop {
-            let read = reader.read(&mut input).await?;
-            if read == 0 {
-                break;
+        // Read past the inline bound first: a file that ends within it is stored inline.
+        let bound = self.options.inline_bytes_max.min(input.len() - 1);
+        let mut head = 0;
+        let mut ended = false;
+        while head <= bound && !ended {
+            let read = reader.read(&mut input[head..]).await?;
+            ended = read == 0;
+            head += read;
+        }
+        if ended && head > 0 {
+            if let Some((summary, _)) = self.write_inline(inode, 0, &input[..head], attributes.as_ref()).await? {
+                return Ok(summary);
             }
-            writer.push(&input[..read]).await?;
+        }
+        let mut writer = FileWriter::new(self, inode, 0)?;
+        writer.push(&input[..head]).await?;
+        if !ended {
+            loop {
+                let read = reader.read(&mut input).await?;
+                if read == 0 {
+                    break;
+                }
+                writer.push(&input[..read]).await?;
+            }
         }
         writer.finish().await
     }
@@ -399,6 +427,31 @@ impl Namespace {
     /// as [`Namespace::write_file`] does) and commits it; the file grows to at least the
     /// end of the range, and what the range covered before is replaced.
     pub async fn write_at(&self, inode: InodeId, offset_bytes: u64, data: &[u8]) -> Result<WriteSummary, ClientError> {
+        self.write_at_known(inode, offset_bytes, data, None).await
+    }
+
+    /// [`Namespace::write_at`] for a caller that has the file's attributes (`known`):
+    /// a small write to an empty file then goes inline without a read first.
+    pub async fn write_at_known(
+        &self,
+        inode: InodeId,
+        offset_bytes: u64,
+        data: &[u8],
+        known: Option<&Attributes>,
+    ) -> Result<WriteSummary, ClientError> {
+        if let Some((summary, _)) = self.write_inline(inode, offset_bytes, data, known).await? {
+            return Ok(summary);
+        }
+        self.write_chunks_at(inode, offset_bytes, data).await
+    }
+
+    /// [`Namespace::write_at`] without the inline attempt: the bytes go to chunks.
+    pub async fn write_chunks_at(
+        &self,
+        inode: InodeId,
+        offset_bytes: u64,
+        data: &[u8],
+    ) -> Result<WriteSummary, ClientError> {
         let mut writer = FileWriter::new(self, inode, offset_bytes)?;
         for piece in data.chunks(1 << 20) {
             writer.push(piece).await?;
@@ -824,9 +877,10 @@ impl<'n> ChunkReader<'n> {
                 next_fetch += 1;
             }
             match piece {
-                ReadPiece::Inline { data, .. } => {
-                    out.write_all(data).await?;
-                    summary.bytes += data.len() as u64;
+                ReadPiece::Inline { .. } => {
+                    let bytes = self.namespace.inline_piece(piece)?.unwrap_or_default();
+                    out.write_all(&bytes).await?;
+                    summary.bytes += bytes.len() as u64;
                 }
                 ReadPiece::Hole { length_bytes, .. } => {
                     write_zeros(out, *length_bytes).await?;

@@ -294,8 +294,13 @@ impl TenantKek {
         self.key.is_none()
     }
 
+    /// The raw KEK, for key derivations inside this crate (`KeyDestroyed` once shredded).
+    pub(crate) fn secret(&self) -> Result<&[u8; KEY_BYTES], Error> {
+        self.key.as_ref().ok_or(Error::KeyDestroyed)
+    }
+
     fn kek(&self) -> Result<KeyEncryptionKey<aws_lc_rs::key_wrap::AesBlockCipher>, Error> {
-        let key = self.key.as_ref().ok_or(Error::KeyDestroyed)?;
+        let key = self.secret()?;
         KeyEncryptionKey::new(&AES_256, key).map_err(|_| Error::Crypto("bad KEK"))
     }
 

@@ -31,6 +31,7 @@ pub mod crypto;
 pub mod erasure;
 mod error;
 pub mod fragment;
+pub mod inline;
 mod read;
 pub mod repair;
 mod write;
@@ -43,6 +44,7 @@ pub use crypto::{
 pub use erasure::{Codec, Durability};
 pub use error::Error;
 pub use fragment::{FragmentHeader, FragmentSet, FRAGMENT_HEADER_BYTES};
+pub use inline::{open_inline, seal_inline, INLINE_SEAL_OVERHEAD_BYTES};
 pub use kiseki_placement::Locator;
 pub use read::{ChunkRef, ReadOutcome, ReadPipeline};
 pub use write::{EncodedChunk, FragmentRef, WriteConfig, WritePipeline};

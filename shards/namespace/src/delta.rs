@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::NamespaceError;
-use crate::types::{Extent, FileKind, InodeId, NamespaceId, NewAttributes, ObjectMeta, Timestamp, UploadId};
+use crate::types::{
+    Extent, FileKind, InodeId, NamespaceId, NewAttributes, ObjectMeta, SealedInline, Timestamp, UploadId,
+};
 
 /// One change of the namespace. [`NamespaceState::apply`](crate::NamespaceState::apply)
 /// applies it whole or refuses it with a typed error and changes nothing.
@@ -113,15 +115,16 @@ pub enum Delta {
         /// Refuse with `PreconditionFailed` unless the file's generation is this.
         expected_generation: Option<u64>,
     },
-    /// Writes bytes stored inline in the inode, for small files: the written range must end
-    /// within `inline_bytes_max` and no extent may start below its end.
+    /// Replaces a small file's inline bytes with `data` (sealed by the writer, who merges
+    /// what it changes into what was there): file bytes `[0, data.length_bytes)` come from
+    /// it afterwards, and inline bytes it no longer covers read as zeros. The range must
+    /// end within `inline_bytes_max`, the seal be at most `INLINE_SEAL_SLACK_BYTES` longer,
+    /// and no extent may start below its end. The file grows to at least its end.
     WriteInline {
         /// The file.
         inode: InodeId,
-        /// Where the bytes go.
-        offset_bytes: u64,
-        /// The bytes.
-        data: Vec<u8>,
+        /// The sealed bytes.
+        data: SealedInline,
         /// Modification (and change) time.
         mtime: Timestamp,
         /// Refuse with `PreconditionFailed` unless the file's generation is this.
@@ -340,8 +343,9 @@ pub struct CompletedPart {
 /// The data of an object put.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ObjectContent {
-    /// Small data stored in the inode (at most `inline_bytes_max` bytes).
-    Inline(Vec<u8>),
+    /// Small data stored in the inode (at most `inline_bytes_max` bytes), sealed by the
+    /// writer; the object's size is its `length_bytes`.
+    Inline(SealedInline),
     /// Extents laid end to end from offset 0; the object's size is their sum.
     Extents(Vec<Extent>),
 }

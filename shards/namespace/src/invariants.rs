@@ -10,7 +10,7 @@ use crate::config::NamespaceConfig;
 use crate::error::NamespaceError;
 use crate::snapshot::{derive, kind_matches};
 use crate::tables::{InodeBody, Tables, READDIR_COOKIE_FIRST};
-use crate::types::{validate_name, FileKind, InodeId, MODE_PERMISSION_BITS_MAX};
+use crate::types::{validate_name, FileKind, InodeId, INLINE_SEAL_SLACK_BYTES, MODE_PERMISSION_BITS_MAX};
 
 fn fail(reason: String) -> Result<(), NamespaceError> {
     Err(NamespaceError::Corrupt { reason })
@@ -62,8 +62,12 @@ fn check_inodes(tables: &Tables, config: &NamespaceConfig) -> Result<(), Namespa
         let size_bytes = record.attributes.size_bytes;
         match &record.body {
             InodeBody::File { inline } => {
-                let inline_bytes = inline.len() as u64;
-                let fits = inline.len() <= config.inline_bytes_max && inline_bytes <= size_bytes;
+                let fits = inline.as_ref().is_none_or(|inline| {
+                    inline.length_bytes > 0
+                        && inline.length_bytes <= config.inline_bytes_max as u64
+                        && inline.length_bytes <= size_bytes
+                        && inline.sealed.len() <= config.inline_bytes_max + INLINE_SEAL_SLACK_BYTES
+                });
                 if !fits || size_bytes > config.file_bytes_max || record.extent_count > config.extents_per_file_max {
                     return fail(format!("I-N5: file {} breaks its size, inline or extent bounds", id.0));
                 }
@@ -195,7 +199,7 @@ fn check_extents(tables: &Tables, config: &NamespaceConfig) -> Result<(), Namesp
             && extent.wrapped_key.len() <= config.wrapped_key_bytes_max
             && extent.chunk_offset_bytes.checked_add(extent.length_bytes).is_some()
             && end.is_some_and(|end| end <= record.attributes.size_bytes)
-            && *offset >= record.inline().len() as u64;
+            && *offset >= record.inline_bytes();
         let overlaps = previous_end.is_some_and(|(owner, previous)| owner == *file && previous > *offset);
         if !valid || overlaps {
             return fail(format!("I-N5: file {} has a bad extent at {offset}", file.0));

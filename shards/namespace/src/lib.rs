@@ -53,7 +53,8 @@ pub use state::NamespaceState;
 pub use tables::{NamespacePolicy, READDIR_COOKIE_FIRST};
 pub use types::{
     validate_name, Attributes, ChunkLocator, Extent, FileKind, InodeId, NamespaceId, NewAttributes, ObjectMeta,
-    Timestamp, UploadId, MODE_PERMISSION_BITS_MAX, NAME_BYTES_MAX, XATTR_NAME_BYTES_MAX,
+    SealedInline, Timestamp, UploadId, INLINE_SEAL_SLACK_BYTES, MODE_PERMISSION_BITS_MAX, NAME_BYTES_MAX,
+    XATTR_NAME_BYTES_MAX,
 };
 pub use view::{DirEntry, NamespaceStats, PartInfo, PinnedView, ReadPiece, UploadInfo};
 pub use watch::{WatchEvent, WatchKind};

@@ -24,7 +24,10 @@ use crate::view::PinnedView;
 
 /// The snapshot encoding's version. Version 2 appends the namespace policy (quota,
 /// maintenance) after the body; version 1 snapshots still decode, with no policy.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// Version 3 stores a file's inline data sealed (`Option<SealedInline>`); before it no
+/// writer stored inline data, and the always-empty byte string of versions 1 and 2
+/// encodes exactly as `None` does, so they decode unchanged.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 
 /// A snapshot of a namespace state at one index: O(1) to take (it shares the state's
 /// persistent maps), serialized only when encoded. Restore with

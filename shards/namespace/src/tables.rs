@@ -13,7 +13,9 @@ use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::NamespaceError;
-use crate::types::{Attributes, ChunkLocator, Extent, FileKind, InodeId, ObjectMeta, Timestamp, UploadId};
+use crate::types::{
+    Attributes, ChunkLocator, Extent, FileKind, InodeId, ObjectMeta, SealedInline, Timestamp, UploadId,
+};
 
 /// An inode as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,8 +33,10 @@ pub(crate) struct InodeRecord {
 /// What an inode holds besides its attributes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum InodeBody {
-    /// A file: its inline bytes cover `[0, inline.len())`; extents all start at or above.
-    File { inline: Vec<u8> },
+    /// A file: its inline bytes cover `[0, inline.length_bytes)`; extents all start at or
+    /// above. (Snapshots before format 3 held an always-empty byte string here, which
+    /// decodes as `None`.)
+    File { inline: Option<SealedInline> },
     /// A directory.
     Directory(DirectoryBody),
     /// A symlink and its target.
@@ -59,7 +63,7 @@ pub const READDIR_COOKIE_FIRST: u64 = 3;
 impl InodeRecord {
     pub(crate) fn new(kind: FileKind, body: InodeBody, mode: u32, uid: u32, gid: u32, time: Timestamp) -> Self {
         let (size_bytes, nlink) = match &body {
-            InodeBody::File { inline } => (inline.len() as u64, 1),
+            InodeBody::File { inline } => (inline.as_ref().map_or(0, |inline| inline.length_bytes), 1),
             InodeBody::Directory(_) => (0, 2),
             InodeBody::Symlink { target } => (target.len() as u64, 1),
             InodeBody::Special => (0, 1),
@@ -103,18 +107,37 @@ impl InodeRecord {
         }
     }
 
-    pub(crate) fn inline(&self) -> &[u8] {
+    /// A file's sealed inline bytes, if it has any.
+    pub(crate) fn inline(&self) -> Option<&SealedInline> {
         match &self.body {
-            InodeBody::File { inline } => inline,
-            _ => &[],
+            InodeBody::File { inline } => inline.as_ref(),
+            _ => None,
         }
     }
 
-    /// The inline bytes of a record already checked to be a file.
-    pub(crate) fn inline_mut(&mut self) -> &mut Vec<u8> {
+    /// File bytes stored inline (`[0, inline_bytes())`).
+    pub(crate) fn inline_bytes(&self) -> u64 {
+        self.inline().map_or(0, |inline| inline.length_bytes)
+    }
+
+    /// Replaces the inline bytes of a record already checked to be a file.
+    pub(crate) fn set_inline(&mut self, data: Option<SealedInline>) {
         match &mut self.body {
-            InodeBody::File { inline } => inline,
-            _ => panic!("inline_mut on a non-file: the caller checked the kind"),
+            InodeBody::File { inline } => *inline = data,
+            _ => panic!("set_inline on a non-file: the caller checked the kind"),
+        }
+    }
+
+    /// Cuts the inline bytes at `end_bytes`: the seal stays, covering fewer bytes, and
+    /// goes when it covers none.
+    pub(crate) fn cut_inline(&mut self, end_bytes: u64) {
+        if let InodeBody::File { inline } = &mut self.body {
+            if let Some(data) = inline {
+                data.length_bytes = data.length_bytes.min(end_bytes);
+            }
+            if inline.as_ref().is_some_and(|data| data.length_bytes == 0) {
+                *inline = None;
+            }
         }
     }
 
@@ -207,7 +230,7 @@ impl Totals {
             FileKind::File => {
                 change(&mut self.files, 1);
                 change(&mut self.file_bytes, record.attributes.size_bytes);
-                change(&mut self.inline_bytes, record.inline().len() as u64);
+                change(&mut self.inline_bytes, record.inline_bytes());
             }
             FileKind::Directory => change(&mut self.directories, 1),
             FileKind::Symlink => change(&mut self.symlinks, 1),

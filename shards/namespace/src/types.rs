@@ -147,6 +147,31 @@ pub(crate) fn validate_mode(mode: u32) -> Result<(), NamespaceError> {
     Ok(())
 }
 
+/// Bytes a seal may add to its plaintext: room for the client's sealed form (version,
+/// salt and tag; 33 bytes today) and a later version of it.
+pub const INLINE_SEAL_SLACK_BYTES: usize = 64;
+
+/// A small file's data stored in its inode (design §5): sealed by the client under a
+/// tenant key before it enters the log, opaque to the shard. File bytes
+/// `[0, length_bytes)` are the first `length_bytes` bytes of the sealed plaintext; a
+/// truncate lowers `length_bytes` and keeps the seal.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedInline {
+    /// File bytes the seal covers (at least 1, at most the plaintext's length).
+    pub length_bytes: u64,
+    /// The sealed bytes.
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedInline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedInline")
+            .field("length_bytes", &self.length_bytes)
+            .field("sealed_bytes", &self.sealed.len())
+            .finish()
+    }
+}
+
 /// A piece of a file stored in a chunk: `length_bytes` bytes of the chunk's plaintext from
 /// `chunk_offset_bytes`. The wrapped key is opaque here (the client unwraps it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use crate::apply::data::validate_xattr_name;
 use crate::error::NamespaceError;
 use crate::tables::{NamespacePolicy, Tables};
 use crate::types::{
-    validate_name, Attributes, ChunkLocator, Extent, FileKind, InodeId, ObjectMeta, Timestamp, UploadId,
+    validate_name, Attributes, ChunkLocator, Extent, FileKind, InodeId, ObjectMeta, SealedInline, Timestamp, UploadId,
 };
 
 /// A read-only view of the namespace as it was at one index. Taking one is O(1) (the maps
@@ -38,12 +38,15 @@ pub struct DirEntry {
 /// A piece of a file's byte range, as `read_extents` returns it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadPiece {
-    /// Bytes stored in the inode.
+    /// Bytes stored in the inode: `[offset_bytes, offset_bytes + length_bytes)` of the
+    /// seal's plaintext (the reader opens the seal and cuts).
     Inline {
         /// File offset of the first byte.
         offset_bytes: u64,
-        /// The bytes.
-        data: Vec<u8>,
+        /// Bytes of the piece.
+        length_bytes: u64,
+        /// The file's whole sealed inline data.
+        data: SealedInline,
     },
     /// Bytes in a chunk (the extent is already cut to the piece).
     Extent {
@@ -74,7 +77,11 @@ impl ReadPiece {
     /// File offset just past the piece's last byte.
     pub fn end_bytes(&self) -> u64 {
         match self {
-            ReadPiece::Inline { offset_bytes, data } => offset_bytes + data.len() as u64,
+            ReadPiece::Inline {
+                offset_bytes,
+                length_bytes,
+                ..
+            } => offset_bytes + length_bytes,
             ReadPiece::Extent { offset_bytes, extent } => offset_bytes + extent.length_bytes,
             ReadPiece::Hole {
                 offset_bytes,
@@ -284,12 +291,15 @@ impl PinnedView {
             .min(record.attributes.size_bytes);
         let mut pieces = Vec::new();
         let mut position = offset_bytes;
-        let inline = record.inline();
-        if position < end && position < inline.len() as u64 {
-            let inline_end = end.min(inline.len() as u64);
+        if let Some(inline) = record
+            .inline()
+            .filter(|inline| position < end && position < inline.length_bytes)
+        {
+            let inline_end = end.min(inline.length_bytes);
             pieces.push(ReadPiece::Inline {
                 offset_bytes: position,
-                data: inline[position as usize..inline_end as usize].to_vec(),
+                length_bytes: inline_end - position,
+                data: inline.clone(),
             });
             position = inline_end;
         }

@@ -4,8 +4,8 @@ mod common;
 
 use common::{extent, locator, time, Harness, ROOT};
 use kiseki_namespace::{
-    AttrChanges, Delta, Extent, InodeId, Limit, NamespaceConfig, NamespaceError, ReadPiece, SetAttrGuard, Timestamp,
-    WatchKind, XattrSetMode,
+    AttrChanges, Delta, Extent, InodeId, Limit, NamespaceConfig, NamespaceError, ReadPiece, SealedInline, SetAttrGuard,
+    Timestamp, WatchKind, XattrSetMode, INLINE_SEAL_SLACK_BYTES,
 };
 
 fn write(inode: InodeId, offset_bytes: u64, extents: Vec<Extent>, size_bytes: u64) -> Delta {
@@ -19,11 +19,10 @@ fn write(inode: InodeId, offset_bytes: u64, extents: Vec<Extent>, size_bytes: u6
     }
 }
 
-fn write_inline(inode: InodeId, offset_bytes: u64, data: &[u8]) -> Delta {
+fn write_inline(inode: InodeId, data: SealedInline) -> Delta {
     Delta::WriteInline {
         inode,
-        offset_bytes,
-        data: data.to_vec(),
+        data,
         mtime: time(11),
         expected_generation: None,
     }
@@ -200,71 +199,86 @@ fn write_preconditions_and_bounds() {
     harness.ok(write(file, 0, vec![extent(9, 0, 15)], 15));
 }
 
+/// The shard never opens a seal: these tests use the plaintext itself as the "sealed"
+/// bytes, which is enough to see which bytes a read hands back.
+fn sealed(length_bytes: u64, sealed: &[u8]) -> SealedInline {
+    SealedInline {
+        length_bytes,
+        sealed: sealed.to_vec(),
+    }
+}
+
+fn inline_piece(offset_bytes: u64, length_bytes: u64, data: &SealedInline) -> ReadPiece {
+    ReadPiece::Inline {
+        offset_bytes,
+        length_bytes,
+        data: data.clone(),
+    }
+}
+
 #[test]
 fn inline_data_for_small_files() {
     let mut harness = Harness::with(NamespaceConfig::tiny());
     let file = harness.create(ROOT, "small");
-    let applied = harness.ok(write_inline(file, 0, b"hello"));
+    let hello = sealed(5, b"hello");
+    let applied = harness.ok(write_inline(file, hello.clone()));
     assert_eq!(applied.attributes.unwrap().size_bytes, 5);
-    harness.ok(write_inline(file, 10, b"world"));
-    let expected = ReadPiece::Inline {
-        offset_bytes: 0,
-        data: b"hello\0\0\0\0\0world".to_vec(),
-    };
-    assert_eq!(harness.state.read_extents(file, 0, 100).unwrap(), vec![expected]);
+    // A write replaces the whole seal; the writer merged the old bytes into it.
+    let merged = sealed(15, b"hello\0\0\0\0\0world");
+    harness.ok(write_inline(file, merged.clone()));
+    assert_eq!(
+        harness.state.read_extents(file, 0, 100).unwrap(),
+        vec![inline_piece(0, 15, &merged)]
+    );
     assert_eq!(
         harness.state.read_extents(file, 3, 4).unwrap(),
-        vec![ReadPiece::Inline {
-            offset_bytes: 3,
-            data: b"lo\0\0".to_vec()
-        }]
+        vec![inline_piece(3, 4, &merged)]
     );
     assert_eq!(harness.state.statfs().inline_bytes, 15);
-    harness.refuse(
-        write_inline(file, 60, b"12345"),
-        NamespaceError::LimitExceeded {
-            limit: Limit::InlineBytes,
-        },
-    );
-    harness.refuse(
-        write_inline(file, u64::MAX, b"1"),
-        NamespaceError::LimitExceeded {
-            limit: Limit::InlineBytes,
-        },
-    );
-    // Extents that cover only part of the inline tail are refused; from inside it to past
-    // its end they cut it.
+    let too_long = NamespaceError::LimitExceeded {
+        limit: Limit::InlineBytes,
+    };
+    harness.refuse(write_inline(file, sealed(65, &[0; 65])), too_long.clone());
+    harness.refuse(write_inline(file, sealed(u64::MAX, b"1")), too_long);
     let invalid = |error: &NamespaceError| matches!(error, NamespaceError::InvalidArgument { .. });
+    // Empty, or a seal longer than its bytes plus the slack: refused.
+    harness.refuse_with(write_inline(file, sealed(0, b"")), invalid);
+    let bloated = vec![0u8; 10 + INLINE_SEAL_SLACK_BYTES + 1];
+    harness.refuse_with(write_inline(file, sealed(10, &bloated)), invalid);
+    // Extents that cover only part of the inline tail are refused; from inside it to past
+    // its end they cut it (the seal stays, covering fewer bytes).
     harness.refuse_with(write(file, 2, vec![extent(1, 0, 3)], 15), invalid);
     harness.ok(write(file, 8, vec![extent(1, 0, 100)], 108));
     assert_eq!(
         harness.state.read_extents(file, 0, 200).unwrap(),
         vec![
-            ReadPiece::Inline {
-                offset_bytes: 0,
-                data: b"hello\0\0\0".to_vec()
-            },
+            inline_piece(0, 8, &sealed(8, &merged.sealed)),
             piece(8, extent(1, 0, 100))
         ]
     );
+    assert_eq!(harness.state.statfs().inline_bytes, 8);
     // Inline bytes may not reach an extent.
-    harness.refuse_with(write_inline(file, 6, b"abc"), invalid);
-    harness.ok(write_inline(file, 6, b"ab"));
-    // Truncate cuts inline bytes too.
-    harness.ok(truncate(file, 3));
+    harness.refuse_with(write_inline(file, sealed(9, b"123456789")), invalid);
+    let short = sealed(3, b"abc");
+    harness.ok(write_inline(file, short.clone()));
+    // What the new seal no longer covers reads as a hole.
+    assert_eq!(
+        harness.state.read_extents(file, 0, 10).unwrap(),
+        vec![inline_piece(0, 3, &short), hole(3, 5), piece(8, extent(1, 0, 2))]
+    );
+    // Truncate cuts inline bytes too, and a later growth reads zeros past the cut.
+    harness.ok(truncate(file, 2));
     harness.ok(truncate(file, 6));
     assert_eq!(
         harness.state.read_extents(file, 0, 10).unwrap(),
-        vec![
-            ReadPiece::Inline {
-                offset_bytes: 0,
-                data: b"hel".to_vec()
-            },
-            hole(3, 3)
-        ]
+        vec![inline_piece(0, 2, &sealed(2, b"abc")), hole(2, 4)]
     );
+    // Truncating to zero drops the seal.
+    harness.ok(truncate(file, 0));
+    assert_eq!(harness.state.statfs().inline_bytes, 0);
+    assert_eq!(harness.state.read_extents(file, 0, 10).unwrap(), vec![]);
     let dir = harness.mkdir(ROOT, "dir");
-    harness.refuse(write_inline(dir, 0, b"x"), NamespaceError::IsDirectory);
+    harness.refuse(write_inline(dir, sealed(1, b"x")), NamespaceError::IsDirectory);
 }
 
 #[test]
@@ -422,7 +436,7 @@ fn appends_land_at_the_end_the_file_has_when_they_apply() {
         mtime: time(20),
     };
     // Inline bytes first; an append goes after them.
-    harness.ok(write_inline(file, 0, b"head"));
+    harness.ok(write_inline(file, sealed(4, b"head")));
     let applied = harness.ok(append(vec![extent(1, 0, 100)]));
     assert_eq!(applied.attributes.as_ref().unwrap().size_bytes, 104);
     assert_eq!(applied.events[0].kind, WatchKind::DataModified);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use common::{attributes, extent, locator, time, Harness, ROOT};
 use kiseki_namespace::{
     CompletedPart, Delta, Extent, InodeId, Limit, NamespaceConfig, NamespaceError, ObjectCondition, ObjectContent,
-    ObjectMeta, ReadPiece, UploadId, WatchKind,
+    ObjectMeta, ReadPiece, SealedInline, UploadId, WatchKind,
 };
 
 fn meta(etag: &str) -> ObjectMeta {
@@ -73,6 +73,15 @@ fn complete(upload_id: UploadId, parts: &[(u32, &str)], condition: ObjectConditi
     }
 }
 
+/// Inline object data as the shard sees it: opaque bytes (the plaintext stands in for a
+/// seal here).
+fn sealed(data: &[u8]) -> SealedInline {
+    SealedInline {
+        length_bytes: data.len() as u64,
+        sealed: data.to_vec(),
+    }
+}
+
 #[test]
 fn object_put_creates_and_atomically_replaces() {
     let mut harness = Harness::new();
@@ -80,7 +89,7 @@ fn object_put_creates_and_atomically_replaces() {
     let applied = harness.ok(put(
         bucket,
         "key",
-        ObjectContent::Inline(b"tiny".to_vec()),
+        ObjectContent::Inline(sealed(b"tiny")),
         "e1",
         ObjectCondition::IfAbsent,
     ));
@@ -132,7 +141,7 @@ fn object_put_creates_and_atomically_replaces() {
         inode: second,
         generation: 1,
     };
-    harness.ok(put(bucket, "key", ObjectContent::Inline(vec![]), "e3", version));
+    harness.ok(put(bucket, "key", ObjectContent::Extents(vec![]), "e3", version));
     let dropped: Vec<_> = harness.state.chunk_references().collect();
     assert!(dropped.is_empty(), "replacing the object released its chunks");
 }
@@ -203,7 +212,7 @@ fn writes_truncates_and_appends_drop_a_stored_etag() {
 fn object_put_errors() {
     let mut harness = Harness::with(NamespaceConfig::tiny());
     let dir = harness.mkdir(ROOT, "dir");
-    let inline = ObjectContent::Inline(b"x".to_vec());
+    let inline = ObjectContent::Inline(sealed(b"x"));
     harness.refuse(
         put(ROOT, "dir", inline.clone(), "e", ObjectCondition::Any),
         NamespaceError::IsDirectory,
@@ -216,7 +225,7 @@ fn object_put_errors() {
         put(dir, "a/b", inline.clone(), "e", ObjectCondition::Any),
         NamespaceError::InvalidName,
     );
-    let big = ObjectContent::Inline(vec![0; 65]);
+    let big = ObjectContent::Inline(sealed(&[0; 65]));
     harness.refuse(
         put(dir, "k", big, "e", ObjectCondition::Any),
         NamespaceError::LimitExceeded {
@@ -426,7 +435,7 @@ fn listing_by_prefix() {
         harness.ok(put(
             bucket,
             name,
-            ObjectContent::Inline(vec![]),
+            ObjectContent::Extents(vec![]),
             "e",
             ObjectCondition::Any,
         ));

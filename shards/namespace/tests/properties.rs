@@ -12,8 +12,8 @@
 
 use kiseki_namespace::{
     AttrChanges, CompletedPart, Delta, Extent, FileKind, InodeId, NamespaceConfig, NamespaceId, NamespaceSnapshot,
-    NamespaceState, NewAttributes, ObjectCondition, ObjectContent, ObjectMeta, ReadPiece, RenameFlags, SetAttrGuard,
-    Timestamp, UploadId, XattrSetMode,
+    NamespaceState, NewAttributes, ObjectCondition, ObjectContent, ObjectMeta, ReadPiece, RenameFlags, SealedInline,
+    SetAttrGuard, Timestamp, UploadId, XattrSetMode,
 };
 use proptest::prelude::*;
 
@@ -403,19 +403,22 @@ fn append_extents_delta() -> impl Strategy<Value = Delta> {
     fields.prop_map(|(inode, extents, mtime)| Delta::AppendExtents { inode, extents, mtime })
 }
 
+/// Inline data as the shard sees it: a length and opaque sealed bytes, both sometimes out
+/// of bounds.
+fn sealed_inline() -> impl Strategy<Value = SealedInline> {
+    let length = prop_oneof![0u64..70, Just(u64::MAX)];
+    let sealed = prop::collection::vec(any::<u8>(), 0..140);
+    (length, sealed).prop_map(|(length_bytes, sealed)| SealedInline { length_bytes, sealed })
+}
+
 fn write_inline_delta() -> impl Strategy<Value = Delta> {
-    let offset = prop_oneof![0u64..70, Just(u64::MAX)];
-    let data = prop::collection::vec(any::<u8>(), 0..20);
-    let fields = (inode(), offset, data, timestamp(), expected_generation());
-    fields.prop_map(
-        |(inode, offset_bytes, data, mtime, expected_generation)| Delta::WriteInline {
-            inode,
-            offset_bytes,
-            data,
-            mtime,
-            expected_generation,
-        },
-    )
+    let fields = (inode(), sealed_inline(), timestamp(), expected_generation());
+    fields.prop_map(|(inode, data, mtime, expected_generation)| Delta::WriteInline {
+        inode,
+        data,
+        mtime,
+        expected_generation,
+    })
 }
 
 fn truncate_delta() -> impl Strategy<Value = Delta> {
@@ -499,7 +502,7 @@ fn part_etag() -> impl Strategy<Value = String> {
 
 fn object_put_delta() -> impl Strategy<Value = Delta> {
     let content = prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..70).prop_map(ObjectContent::Inline),
+        sealed_inline().prop_map(ObjectContent::Inline),
         prop::collection::vec(extent(), 0..6).prop_map(ObjectContent::Extents),
     ];
     let fields = (directory(), name(), content, meta(), new_attributes(), condition());
@@ -697,8 +700,16 @@ fn chunk_byte(tag: u8, position: u64) -> u8 {
     (u64::from(tag).wrapping_mul(31).wrapping_add(position.wrapping_mul(7)) % 255) as u8 + 1
 }
 
-/// The delta for one operation and the change it makes to the model if applied.
-fn file_delta(file: InodeId, op: FileOp, mtime: Timestamp, next_tag: &mut u8) -> (Delta, ModelUpdate) {
+/// The delta for one operation and the change it makes to the model if applied; `model`
+/// is the file's bytes now and `inline_bytes` how many of them are inline.
+fn file_delta(
+    file: InodeId,
+    op: FileOp,
+    mtime: Timestamp,
+    next_tag: &mut u8,
+    model: &[u8],
+    inline_bytes: u64,
+) -> (Delta, ModelUpdate) {
     match op {
         FileOp::Write { offset, lengths, extra } => {
             let mut extents = Vec::new();
@@ -734,10 +745,19 @@ fn file_delta(file: InodeId, op: FileOp, mtime: Timestamp, next_tag: &mut u8) ->
             (delta, Box::new(update))
         }
         FileOp::Inline { offset, data } => {
+            // As a client does: the new seal holds the file's bytes up to the end of the
+            // write (or of the old inline bytes, if further) with `data` written over them.
+            // The shard treats the seal as opaque, so the plaintext stands in for it here.
+            let end = (offset as usize + data.len()).max(inline_bytes as usize);
+            let mut plaintext = model[..end.min(model.len())].to_vec();
+            plaintext.resize(end, 0);
+            plaintext[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
             let delta = Delta::WriteInline {
                 inode: file,
-                offset_bytes: offset,
-                data: data.clone(),
+                data: SealedInline {
+                    length_bytes: end as u64,
+                    sealed: plaintext,
+                },
                 mtime,
                 expected_generation: None,
             };
@@ -771,7 +791,15 @@ fn read_bytes(state: &NamespaceState, file: InodeId, start: u64, length: u64) ->
     let mut read = Vec::new();
     for piece in state.read_extents(file, start, length).unwrap() {
         let (offset_bytes, bytes) = match piece {
-            ReadPiece::Inline { offset_bytes, data } => (offset_bytes, data),
+            ReadPiece::Inline {
+                offset_bytes,
+                length_bytes,
+                data,
+            } => {
+                prop_assert!(offset_bytes + length_bytes <= data.length_bytes);
+                let range = offset_bytes as usize..(offset_bytes + length_bytes) as usize;
+                (offset_bytes, data.sealed[range].to_vec())
+            }
             ReadPiece::Extent { offset_bytes, extent } => {
                 let tag = extent.chunk_locator[0];
                 let range = 0..extent.length_bytes;
@@ -816,7 +844,12 @@ fn file_matches_model(ops: &[FileOp]) -> Result<(), TestCaseError> {
     let mut next_tag: u8 = 0;
     for (position, op) in ops.iter().enumerate() {
         let index = position as u64 + 2;
-        let (delta, update) = file_delta(file, op.clone(), Timestamp::new(index as i64, 0), &mut next_tag);
+        let inline_bytes = match state.read_extents(file, 0, u64::MAX).unwrap().first() {
+            Some(ReadPiece::Inline { length_bytes, .. }) => *length_bytes,
+            _ => 0,
+        };
+        let time = Timestamp::new(index as i64, 0);
+        let (delta, update) = file_delta(file, op.clone(), time, &mut next_tag, &model, inline_bytes);
         if state.apply(index, &delta).is_ok() {
             update(&mut model);
         }

@@ -547,10 +547,14 @@ impl Nfs<'_> {
         let mut data = vec![0u8; length as usize];
         for piece in pieces {
             match piece {
-                kiseki_namespace::ReadPiece::Inline {
-                    offset_bytes,
-                    data: bytes,
-                } => copy_into(&mut data, offset, offset_bytes, &bytes),
+                kiseki_namespace::ReadPiece::Inline { offset_bytes, .. } => {
+                    let bytes = target
+                        .namespace()
+                        .inline_piece(&piece)
+                        .map_err(|error| status_of(&error))?
+                        .unwrap_or_default();
+                    copy_into(&mut data, offset, offset_bytes, &bytes);
+                }
                 kiseki_namespace::ReadPiece::Hole { .. } => {}
                 kiseki_namespace::ReadPiece::Extent { offset_bytes, extent } => {
                     let chunk = target

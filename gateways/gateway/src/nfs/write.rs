@@ -462,11 +462,26 @@ impl Worker {
         };
         self.forget(key, &file);
         let mut result = file.failure.take().map_or(Ok(()), Err);
+        // The attributes the buffer started from let a small new file go inline without
+        // a read first (the shard checks their generation); after each inline write the
+        // shard's answer is the next range's starting point.
+        let mut known = Some(file.attributes.clone());
         for (offset, data) in std::mem::take(&mut file.ranges.map) {
             if result.is_err() {
                 break;
             }
-            if let Err(error) = file.namespace.write_at(key.1, offset, &data).await {
+            let written = match file.namespace.write_inline(key.1, offset, &data, known.as_ref()).await {
+                Ok(Some((_, attributes))) => {
+                    known = Some(attributes);
+                    Ok(())
+                }
+                Ok(None) => {
+                    known = None;
+                    file.namespace.write_chunks_at(key.1, offset, &data).await.map(drop)
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = written {
                 tracing::warn!(?key, offset, %error, "flushing buffered NFS writes failed");
                 result = Err(flush_status(&error));
             }

@@ -214,7 +214,8 @@ pub(crate) async fn upload_part_copy(
             (extents, meta::md5_hex(named.as_bytes()))
         }
         None => {
-            let (stored, md5) = objects::copy_bytes(&bucket.namespace, source.inode, start, end).await?;
+            let (stored, md5) =
+                objects::copy_bytes(&source_bucket.namespace, source.inode, start, end, &bucket.namespace).await?;
             (stored.extents, meta::hex(&md5))
         }
     };

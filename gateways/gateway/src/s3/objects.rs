@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use kiseki_client::{ClientError, Namespace, StoredData};
+use kiseki_client::{ClientError, Namespace, ObjectWriter, StoredData};
 use kiseki_namespace::{
     Attributes, Delta, Extent, FileKind, InodeId, NamespaceError, NewAttributes, ObjectCondition, ObjectContent,
     ObjectMeta, ReadPiece,
@@ -183,6 +183,48 @@ pub(crate) async fn store_body(namespace: &Namespace, body: Option<StreamingBlob
     Ok((stored, hasher.finalize().into()))
 }
 
+/// The body of a whole object, stored: one within the namespace's inline bound
+/// (`inline_bytes_max`) is sealed into the object's inode (no chunk, design §5), a larger
+/// one goes to chunks as [`store_body`] writes them. Returns the content, its length and
+/// its MD5.
+pub(crate) async fn store_object_body(
+    namespace: &Namespace,
+    body: Option<StreamingBlob>,
+) -> S3Result<(ObjectContent, u64, [u8; 16])> {
+    let bound = namespace.options().inline_bytes_max;
+    let mut hasher = Md5::new();
+    let mut head = Vec::new();
+    let mut writer: Option<ObjectWriter<'_>> = None;
+    if let Some(mut body) = body {
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(|error| s3_error!(IncompleteBody, "reading the body: {error}"))?;
+            hasher.update(&piece);
+            if let Some(writer) = writer.as_mut() {
+                writer.push(&piece).await.map_err(client_error)?;
+                continue;
+            }
+            head.extend_from_slice(&piece);
+            if head.len() > bound {
+                let mut chunks = namespace.object_writer().map_err(client_error)?;
+                chunks.push(&std::mem::take(&mut head)).await.map_err(client_error)?;
+                writer = Some(chunks);
+            }
+        }
+    }
+    let md5 = hasher.finalize().into();
+    match writer {
+        Some(writer) => {
+            let stored = writer.finish().await.map_err(client_error)?;
+            Ok((ObjectContent::Extents(stored.extents), stored.bytes, md5))
+        }
+        None if head.is_empty() => Ok((ObjectContent::Extents(Vec::new()), 0, md5)),
+        None => {
+            let sealed = namespace.seal_inline(&head).map_err(client_error)?;
+            Ok((ObjectContent::Inline(sealed), head.len() as u64, md5))
+        }
+    }
+}
+
 /// Checks a `Content-MD5` header against the body's MD5 (`BadDigest`, `InvalidDigest`).
 pub(crate) fn check_content_md5(content_md5: Option<&str>, md5: &[u8; 16]) -> S3Result<()> {
     let Some(content_md5) = content_md5 else {
@@ -283,9 +325,9 @@ pub(crate) async fn put_object(
         }));
     }
     let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
-    let (stored, md5) = store_body(&bucket.namespace, input.body).await?;
+    let (content, stored_bytes, md5) = store_object_body(&bucket.namespace, input.body).await?;
     check_content_md5(input.content_md5.as_deref(), &md5)?;
-    if stored.bytes > PUT_BYTES_MAX {
+    if stored_bytes > PUT_BYTES_MAX {
         return Err(s3_error!(
             EntityTooLarge,
             "a single PUT holds at most 5 GiB; use a multipart upload"
@@ -300,7 +342,6 @@ pub(crate) async fn put_object(
         input.content_language,
         input.cache_control,
     );
-    let content = ObjectContent::Extents(stored.extents);
     commit(&bucket, &path, content, headers.into_meta(etag.clone()), condition).await?;
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(etag)),
@@ -529,16 +570,17 @@ pub(crate) async fn extents_of(
     Ok(Some(extents))
 }
 
-/// Copies `[start, end)` of a file by reading and rewriting it (a source with holes or
-/// inline bytes).
+/// Copies `[start, end)` of a file of `source` by reading and rewriting it into chunks of
+/// `destination` (a source with holes or inline bytes).
 pub(crate) async fn copy_bytes(
-    namespace: &Namespace,
+    source: &Namespace,
     inode: InodeId,
     start: u64,
     end: u64,
+    destination: &Namespace,
 ) -> S3Result<(StoredData, [u8; 16])> {
-    let body = body_of(namespace, inode, start, end);
-    store_body(namespace, Some(body)).await
+    let body = body_of(source, inode, start, end);
+    store_body(destination, Some(body)).await
 }
 
 /// The source of a copy: its bucket (the caller's) and key.
@@ -599,8 +641,9 @@ pub(crate) async fn copy_object(
     let (content, etag) = match extents_of(&source_bucket.namespace, source.inode, 0, size).await? {
         Some(extents) => (ObjectContent::Extents(extents), source.etag.clone()),
         None => {
-            let (stored, md5) = copy_bytes(&bucket.namespace, source.inode, 0, size).await?;
-            (ObjectContent::Extents(stored.extents), meta::hex(&md5))
+            let body = body_of(&source_bucket.namespace, source.inode, 0, size);
+            let (content, _, md5) = store_object_body(&bucket.namespace, Some(body)).await?;
+            (content, meta::hex(&md5))
         }
     };
     let meta = match replace {

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use crate::apply::{check_generation, validate_extents, Context};
+use crate::apply::{check_generation, validate_extents, validate_inline, Context};
 use crate::delta::{AttrChanges, SetAttrGuard, XattrSetMode};
 use crate::error::{Limit, NamespaceError};
 use crate::tables::{InodeRecord, Tables};
-use crate::types::{validate_mode, Extent, InodeId, Timestamp, XATTR_NAME_BYTES_MAX};
+use crate::types::{validate_mode, Extent, InodeId, SealedInline, Timestamp, XATTR_NAME_BYTES_MAX};
 use crate::watch::WatchKind;
 
 /// The fields of a write-extents delta.
@@ -48,7 +48,7 @@ impl Tables {
         if size_bytes < end {
             return Err(NamespaceError::invalid("size_bytes is below the end of the write"));
         }
-        let inline_bytes = record.inline().len() as u64;
+        let inline_bytes = record.inline_bytes();
         if length > 0 && start < inline_bytes && end < inline_bytes {
             return Err(NamespaceError::invalid(
                 "extents may not cover only part of the inline bytes' tail",
@@ -61,9 +61,7 @@ impl Tables {
         // Commit: nothing below fails.
         if length > 0 {
             self.punch(&mut record, inode, start, end, cx);
-            if start < inline_bytes {
-                record.inline_mut().truncate(start as usize);
-            }
+            record.cut_inline(start);
             let mut offset = start;
             for extent in extents {
                 self.insert_extent(&mut record, inode, offset, extent.clone(), cx);
@@ -79,23 +77,20 @@ impl Tables {
         Ok(())
     }
 
-    /// Writes inline bytes of a small file.
+    /// Replaces the inline bytes of a small file.
     pub(crate) fn write_inline(
         &mut self,
         cx: &mut Context<'_>,
         inode: InodeId,
-        start: u64,
-        data: &[u8],
+        data: &SealedInline,
         mtime: Timestamp,
         expected_generation: Option<u64>,
     ) -> Result<(), NamespaceError> {
         let mut record = self.file(inode)?.clone();
         check_generation(&record, expected_generation)?;
         mtime.validate()?;
-        let end = start
-            .checked_add(data.len() as u64)
-            .filter(|end| *end <= cx.config.inline_bytes_max as u64)
-            .ok_or(NamespaceError::limit(Limit::InlineBytes))?;
+        validate_inline(cx.config, data)?;
+        let end = data.length_bytes;
         let first_extent = self
             .extents
             .range((inode, 0)..=(inode, u64::MAX))
@@ -105,14 +100,9 @@ impl Tables {
             return Err(NamespaceError::invalid("inline bytes may not reach an extent"));
         }
 
-        // Commit: nothing below fails (`end` is within `inline_bytes_max`, a usize).
-        let (start, end) = (start as usize, end as usize);
-        let inline = record.inline_mut();
-        if inline.len() < end {
-            inline.resize(end, 0);
-        }
-        inline[start..end].copy_from_slice(data);
-        record.attributes.size_bytes = record.attributes.size_bytes.max(end as u64);
+        // Commit: nothing below fails.
+        record.set_inline(Some(data.clone()));
+        record.attributes.size_bytes = record.attributes.size_bytes.max(end);
         record.touch_content(mtime);
         record.forget_etag();
         self.put_inode(inode, record);
@@ -149,10 +139,7 @@ impl Tables {
     /// Commit helper: cuts everything at or beyond `size_bytes` and sets the size.
     fn resize_file(&mut self, record: &mut InodeRecord, inode: InodeId, size_bytes: u64, cx: &mut Context<'_>) {
         self.punch(record, inode, size_bytes, u64::MAX, cx);
-        let inline = record.inline_mut();
-        if (inline.len() as u64) > size_bytes {
-            inline.truncate(size_bytes as usize);
-        }
+        record.cut_inline(size_bytes);
         record.attributes.size_bytes = size_bytes;
         record.forget_etag();
     }

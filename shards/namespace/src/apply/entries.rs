@@ -56,7 +56,7 @@ impl Tables {
         self.check_new_inode(cx.config)?;
         self.check_new_dentry(cx.config, &parent_record)?;
         let (kind, body) = match node {
-            NewNode::File { .. } => (FileKind::File, InodeBody::File { inline: Vec::new() }),
+            NewNode::File { .. } => (FileKind::File, InodeBody::File { inline: None }),
             NewNode::Directory => {
                 if parent_record.attributes.nlink == u32::MAX {
                     return Err(NamespaceError::limit(Limit::Links));

@@ -18,7 +18,9 @@ use crate::config::NamespaceConfig;
 use crate::delta::Delta;
 use crate::error::{Limit, NamespaceError};
 use crate::tables::{CookieRecord, DentryRecord, InodeRecord, Tables};
-use crate::types::{Attributes, ChunkLocator, Extent, FileKind, InodeId, Timestamp, UploadId};
+use crate::types::{
+    Attributes, ChunkLocator, Extent, FileKind, InodeId, SealedInline, Timestamp, UploadId, INLINE_SEAL_SLACK_BYTES,
+};
 use crate::watch::{WatchEvent, WatchKind};
 
 /// What an applied delta did.
@@ -115,6 +117,23 @@ pub(crate) fn check_generation(record: &InodeRecord, expected: Option<u64>) -> R
         Some(generation) if generation != record.attributes.generation => Err(NamespaceError::PreconditionFailed),
         _ => Ok(()),
     }
+}
+
+/// Checks inline data a delta carries: 1 to `inline_bytes_max` file bytes, sealed in at
+/// most `INLINE_SEAL_SLACK_BYTES` more.
+pub(crate) fn validate_inline(config: &NamespaceConfig, data: &SealedInline) -> Result<(), NamespaceError> {
+    if data.length_bytes == 0 {
+        return Err(NamespaceError::invalid("inline data holds at least one byte"));
+    }
+    if data.length_bytes > config.inline_bytes_max as u64 {
+        return Err(NamespaceError::limit(Limit::InlineBytes));
+    }
+    if data.sealed.len() as u64 > data.length_bytes + INLINE_SEAL_SLACK_BYTES as u64 {
+        return Err(NamespaceError::invalid(
+            "sealed inline data is longer than its bytes and seal",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks extents a delta carries; returns their total length.
@@ -267,11 +286,10 @@ impl Tables {
             }
             Delta::WriteInline {
                 inode,
-                offset_bytes,
                 data,
                 mtime,
                 expected_generation,
-            } => self.write_inline(cx, *inode, *offset_bytes, data, *mtime, *expected_generation),
+            } => self.write_inline(cx, *inode, data, *mtime, *expected_generation),
             Delta::Truncate {
                 inode,
                 size_bytes,

@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::apply::{validate_extents, Context};
+use crate::apply::{validate_extents, validate_inline, Context};
 use crate::delta::{CompletedPart, ObjectCondition, ObjectContent};
 use crate::error::{Limit, NamespaceError};
 use crate::tables::{InodeBody, InodeRecord, PartRecord, Tables, UploadRecord};
-use crate::types::{validate_name, Extent, FileKind, InodeId, NewAttributes, ObjectMeta, Timestamp, UploadId};
+use crate::types::{
+    validate_name, Extent, FileKind, InodeId, NewAttributes, ObjectMeta, SealedInline, Timestamp, UploadId,
+};
 use crate::watch::WatchKind;
 
 /// The fields of an object put delta.
@@ -74,7 +76,7 @@ impl Tables {
         attributes: &NewAttributes,
         condition: &ObjectCondition,
         meta: ObjectMeta,
-        inline: Vec<u8>,
+        inline: Option<SealedInline>,
         extents: Vec<Extent>,
         size_bytes: u64,
     ) -> Result<PutPlan, NamespaceError> {
@@ -166,14 +168,12 @@ impl Tables {
     ) -> Result<(), NamespaceError> {
         let (inline, extents, size_bytes) = match put.content {
             ObjectContent::Inline(data) => {
-                if data.len() > cx.config.inline_bytes_max {
-                    return Err(NamespaceError::limit(Limit::InlineBytes));
-                }
-                (data.clone(), Vec::new(), data.len() as u64)
+                validate_inline(cx.config, data)?;
+                (Some(data.clone()), Vec::new(), data.length_bytes)
             }
             ObjectContent::Extents(extents) => {
                 let size_bytes = validate_extents(cx.config, extents)?;
-                (Vec::new(), extents.clone(), size_bytes)
+                (None, extents.clone(), size_bytes)
             }
         };
         let plan = self.prepare_object(
@@ -347,7 +347,7 @@ impl Tables {
             attributes,
             condition,
             meta,
-            Vec::new(),
+            None,
             extents,
             size_bytes,
         )?;
