@@ -9,8 +9,10 @@
 //! recovery applies every entry it holds (they are all decided in it).
 //!
 //! Read barriers do not enter the log: no other node can have decided anything, so a read
-//! is linearizable once every entry proposed before it is applied (what a barrier entry
-//! would wait for, without a record to write).
+//! is linearizable once every entry committed before it is applied. Every acknowledged
+//! entry is committed (it is answered when applied), so the read sees all of them; the
+//! entries still waiting for their record to be durable were acknowledged to nobody and
+//! are concurrent with the read, which need not wait for their `fdatasync`.
 
 use super::{Action, Engine, Replica};
 use crate::{entry::ProposalId, record::RecordBody, storage::LogOp, ConsensusError, StateMachine};
@@ -24,8 +26,9 @@ pub(super) struct Solo {
     /// Entries of this configuration below this local index are in durable records:
     /// committed.
     committed_idx: u64,
-    /// Reads waiting for the entries proposed before them: the read, and the local index
-    /// below which every entry must be applied first. In proposal order.
+    /// Reads waiting for the entries committed before them: the read, and the local index
+    /// below which every entry must be applied first. In arrival order (the indexes never
+    /// decrease).
     reads: VecDeque<(ProposalId, u64)>,
 }
 
@@ -63,7 +66,8 @@ impl Solo {
 }
 
 impl<S: StateMachine> Replica<S> {
-    /// A read barrier in solo mode: ready once every entry appended so far is applied.
+    /// A read barrier in solo mode: ready once every entry committed so far is applied,
+    /// at once when none waits to be (the common case).
     pub(super) fn solo_read_barrier(&mut self, read_id: ProposalId) -> Result<(), ConsensusError> {
         self.check_can_propose()?;
         if self.pending_count() >= self.config.pending_proposals_max {
@@ -72,10 +76,15 @@ impl<S: StateMachine> Replica<S> {
                 limit: self.config.pending_proposals_max,
             });
         }
-        let after_idx = self.storage.borrow().log_end_idx();
         if let Engine::Solo(solo) = &mut self.engine {
+            let after_idx = solo.committed_idx;
+            assert!(
+                solo.reads.back().is_none_or(|(_, last)| *last <= after_idx),
+                "I-L4: a solo read never waits for less than a read before it"
+            );
             solo.reads.push_back((read_id, after_idx));
         }
+        self.answer_solo_reads(true);
         Ok(())
     }
 
