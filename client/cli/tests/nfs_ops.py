@@ -17,6 +17,7 @@ Expects the exports /default/default (ids as sent), /default/ro (read-only),
 
 import json
 import os
+import random
 import socket
 import struct
 import sys
@@ -175,6 +176,7 @@ def writes_and_reads(rpc, root):
     status, read, eof = rpc.read(file, (5 << 20), 16)
     expect("a hole reads as zeros", (read, eof), (b"\0" * 16, False))
     small_files(rpc, root)
+    flushes_under_way(rpc, root)
     # READDIRPLUS pages and cookies.
     status, many = rpc.mkdir(root, b"many-" + RUN)
     for index in range(300):
@@ -232,6 +234,37 @@ def small_files(rpc, root):
     expect("SETATTR size 5000", rpc.setattr(file, size=5000), OK)
     model.extend(b"\0" * (5000 - len(model)))
     read_all("extended with a hole")
+
+
+def flushes_under_way(rpc, root):
+    """24 MiB of unstable writes: past 8 MiB a file's buffer flushes in the background
+    while writes go on. Overwrites of bytes being flushed, reads and GETATTRs in between
+    all see the newest bytes; after COMMIT every byte reads back."""
+    status, file = rpc.create(root, b"flushed-" + RUN)
+    model = bytearray(os.urandom(24 << 20))
+    rng = random.Random(RUN)
+    written = 0
+    for offset in range(0, len(model), 1 << 20):
+        status, _, _ = rpc.write(file, offset, bytes(model[offset:offset + (1 << 20)]), UNSTABLE)
+        assert status == OK, f"WRITE at {offset}: {status}"
+        written = offset + (1 << 20)
+        if offset % (3 << 20) == 0:
+            at = rng.randrange(0, written - (64 << 10))
+            model[at:at + (64 << 10)] = os.urandom(64 << 10)
+            status, _, _ = rpc.write(file, at, bytes(model[at:at + (64 << 10)]), UNSTABLE)
+            assert status == OK, f"overwrite at {at}: {status}"
+            at = rng.randrange(0, written - (256 << 10))
+            status, read, _ = rpc.read(file, at, 256 << 10)
+            assert read == bytes(model[at:at + (256 << 10)]), f"READ at {at} of {written} written"
+            assert rpc.getattr(file)[1]["size"] == written
+    print("ok  reads and GETATTRs during background flushes see the newest bytes")
+    expect("COMMIT after background flushes", rpc.commit(file)[0], OK)
+    back = bytearray()
+    while len(back) < len(model):
+        status, read, eof = rpc.read(file, len(back), 1 << 20)
+        back += read
+    expect("24 MiB read back after COMMIT", bytes(back) == bytes(model), True)
+    expect("REMOVE of the flushed file", rpc.remove(root, b"flushed-" + RUN), OK)
 
 
 def exports_options(port, unsquashed_port):

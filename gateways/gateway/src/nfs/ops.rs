@@ -195,17 +195,20 @@ impl Nfs<'_> {
 
     /// An inode's attributes, with the size its buffered writes give it; `STALE` when it
     /// is gone.
+    /// The buffered end is asked for before the shard: bytes a flush commits in between
+    /// are in one or the other, never in neither.
     async fn attributes(&self, target: &Target, inode: InodeId) -> Result<Attributes, Status> {
+        let key = (target.export.id, inode);
+        let buffered_end = match self.service.writes.may_be_dirty(key) {
+            true => self.service.writes.overlay(key, 0, 0).await.end_bytes,
+            false => 0,
+        };
         let mut attributes = target.namespace().getattr(inode).await.map_err(|error| match error {
             ClientError::Namespace(NamespaceError::NotFound) => Status::Stale,
             error => status_of(&error),
         })?;
         if attributes.kind == FileKind::File {
-            let key = (target.export.id, inode);
-            if self.service.writes.may_be_dirty(key) {
-                let overlay = self.service.writes.overlay(key, 0, 0).await;
-                attributes.size_bytes = attributes.size_bytes.max(overlay.end_bytes);
-            }
+            attributes.size_bytes = attributes.size_bytes.max(buffered_end);
         }
         Ok(attributes)
     }
@@ -520,6 +523,13 @@ impl Nfs<'_> {
             ClientError::Namespace(NamespaceError::NotFound) => Status::Stale,
             error => status_of(&error),
         };
+        // The buffered bytes first, then the shard: bytes a flush commits in between are
+        // in one or the other, never in neither.
+        let overlay = self
+            .service
+            .writes
+            .overlay(target.key(), offset, u64::from(count))
+            .await;
         let (mut attributes, pieces) = target
             .namespace()
             .read_with_attributes(target.inode, offset, u64::from(count))
@@ -533,11 +543,6 @@ impl Nfs<'_> {
         if !target.caller.may_access_data(&attributes, READ) {
             return Err(Status::Acces);
         }
-        let overlay = self
-            .service
-            .writes
-            .overlay(target.key(), offset, u64::from(count))
-            .await;
         attributes.size_bytes = attributes.size_bytes.max(overlay.end_bytes);
         let length = attributes.size_bytes.saturating_sub(offset).min(u64::from(count));
         let end = offset + length;

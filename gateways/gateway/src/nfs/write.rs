@@ -21,6 +21,7 @@ use std::sync::Arc;
 use kiseki_client::{ClientError, Namespace};
 use kiseki_namespace::{Attributes, InodeId};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use super::errors::status_of;
 use super::proto::Status;
@@ -58,7 +59,8 @@ impl Default for WriteLimits {
 /// Buffered bytes of a file's range, for reads to lay over what is committed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overlay {
-    /// Buffered ranges in the range asked for: (file offset, bytes), ascending.
+    /// Buffered ranges in the range asked for: (file offset, bytes), to be laid in order
+    /// (a later range is newer where two overlap).
     pub ranges: Vec<(u64, Vec<u8>)>,
     /// The end of the highest buffered byte of the file (0 if none).
     pub end_bytes: u64,
@@ -90,6 +92,7 @@ enum Command {
     },
     Drop {
         key: FileKey,
+        reply: oneshot::Sender<()>,
     },
     FlushAll {
         reply: oneshot::Sender<()>,
@@ -101,9 +104,56 @@ struct FileBuffer {
     /// The file's attributes when its buffer was started (for the permission checks of
     /// the writes that follow, which then need no read of the shard).
     attributes: Attributes,
+    /// Whether `attributes` still describe the file in the shard (no flush since): a
+    /// flush may then write a small new file inline without reading it first.
+    fresh: bool,
     ranges: Ranges,
+    /// The ranges a background flush is committing (at most one per file, I-H3).
+    flushing: Option<Flushing>,
     /// A flush failure not reported yet.
     failure: Option<Status>,
+}
+
+/// A background flush of a file's full buffer: the ranges stay readable (under the
+/// buffer's newer bytes) until their extents are committed.
+struct Flushing {
+    ranges: Arc<BTreeMap<u64, Vec<u8>>>,
+    bytes: usize,
+    task: JoinHandle<Result<(), Status>>,
+}
+
+impl FileBuffer {
+    /// Whether the file holds bytes a read must lay over the shard's.
+    fn is_dirty(&self) -> bool {
+        !self.ranges.is_empty() || self.flushing.is_some()
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.ranges.bytes + self.flushing.as_ref().map_or(0, |flushing| flushing.bytes)
+    }
+
+    fn end_bytes(&self) -> u64 {
+        let flushing_end = self.flushing.as_ref().map_or(0, |flushing| {
+            flushing
+                .ranges
+                .iter()
+                .next_back()
+                .map_or(0, |(start, bytes)| start + bytes.len() as u64)
+        });
+        self.ranges.end_bytes().max(flushing_end)
+    }
+
+    /// The buffered bytes of a range: the flushing ones first, then the newer buffer's
+    /// laid over them.
+    fn overlay(&self, offset: u64, length: u64) -> Overlay {
+        let mut overlay = Overlay::default();
+        if let Some(flushing) = &self.flushing {
+            overlay.ranges = overlay_of(&flushing.ranges, offset, length);
+        }
+        overlay.ranges.extend(overlay_of(&self.ranges.map, offset, length));
+        overlay.end_bytes = self.end_bytes();
+        overlay
+    }
 }
 
 /// Disjoint, non-adjacent buffered ranges of one file.
@@ -172,24 +222,19 @@ impl Ranges {
             .next_back()
             .map_or(0, |(start, bytes)| start + bytes.len() as u64)
     }
+}
 
-    fn overlay(&self, offset: u64, length: u64) -> Overlay {
-        let end = offset.saturating_add(length);
-        let ranges = self
-            .map
-            .range(..end)
-            .filter(|(start, bytes)| **start + bytes.len() as u64 > offset)
-            .map(|(start, bytes)| {
-                let from = offset.max(*start);
-                let to = end.min(start + bytes.len() as u64);
-                (from, bytes[(from - start) as usize..(to - start) as usize].to_vec())
-            })
-            .collect();
-        Overlay {
-            ranges,
-            end_bytes: self.end_bytes(),
-        }
-    }
+/// The parts of `map`'s ranges within `[offset, offset + length)`, ascending.
+fn overlay_of(map: &BTreeMap<u64, Vec<u8>>, offset: u64, length: u64) -> Vec<(u64, Vec<u8>)> {
+    let end = offset.saturating_add(length);
+    map.range(..end)
+        .filter(|(start, bytes)| **start + bytes.len() as u64 > offset)
+        .map(|(start, bytes)| {
+            let from = offset.max(*start);
+            let to = end.min(start + bytes.len() as u64);
+            (from, bytes[(from - start) as usize..(to - start) as usize].to_vec())
+        })
+        .collect()
 }
 
 /// The lock-free table of buckets holding buffered bytes.
@@ -319,10 +364,11 @@ impl WriteBack {
     }
 
     /// Drops the file's buffered bytes (it was removed or truncated to the buffer's
-    /// start by a change that supersedes them).
+    /// start by a change that supersedes them), once a flush under way has finished.
     pub async fn discard(&self, key: FileKey) {
         if self.may_be_dirty(key) {
-            let _ = self.worker(key).send(Command::Drop { key }).await;
+            let (reply, answer) = oneshot::channel();
+            let _ = self.ask(key, Command::Drop { key, reply }, answer).await;
         }
     }
 
@@ -374,22 +420,26 @@ impl Worker {
                     let overlay = self
                         .files
                         .get(&key)
-                        .map(|file| file.ranges.overlay(offset, length))
+                        .map(|file| file.overlay(offset, length))
                         .unwrap_or_default();
                     let _ = reply.send(overlay);
                 }
                 Command::Attributes { key, reply } => {
                     let attributes = self.files.get(&key).map(|file| {
                         let mut attributes = file.attributes.clone();
-                        attributes.size_bytes = attributes.size_bytes.max(file.ranges.end_bytes());
+                        attributes.size_bytes = attributes.size_bytes.max(file.end_bytes());
                         attributes
                     });
                     let _ = reply.send(attributes);
                 }
-                Command::Drop { key } => {
+                Command::Drop { key, reply } => {
+                    // A flush under way finishes first: the change that drops the buffer
+                    // (a truncation, a removal) must come after its extents.
+                    self.wait_flush(key).await;
                     if let Some(file) = self.files.remove(&key) {
                         self.forget(key, &file);
                     }
+                    let _ = reply.send(());
                 }
                 Command::FlushAll { reply } => {
                     let keys: Vec<FileKey> = self.files.keys().copied().collect();
@@ -404,11 +454,31 @@ impl Worker {
         }
     }
 
-    fn forget(&mut self, key: FileKey, file: &FileBuffer) {
-        self.bytes -= file.ranges.bytes;
-        if !file.ranges.is_empty() {
-            self.dirty.counts[bucket_of(key) % BUCKETS].fetch_sub(1, Ordering::AcqRel);
+    /// Counts a file in or out of the dirty table when it starts or stops holding bytes.
+    fn mark(&self, key: FileKey, was_dirty: bool, is_dirty: bool) {
+        let count = &self.dirty.counts[bucket_of(key) % BUCKETS];
+        match (was_dirty, is_dirty) {
+            (false, true) => {
+                count.fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                count.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
         }
+    }
+
+    /// Forgets a file taken out of `files` (after its background flush).
+    fn forget(&mut self, key: FileKey, file: &FileBuffer) {
+        self.bytes -= file.held_bytes();
+        self.mark(key, file.is_dirty(), false);
+    }
+
+    fn check_bytes(&self) {
+        assert!(
+            self.bytes == self.files.values().map(FileBuffer::held_bytes).sum::<usize>(),
+            "I-H2: the worker's byte count matches its buffers"
+        );
     }
 
     async fn write(
@@ -423,71 +493,131 @@ impl Worker {
         let file = self.files.entry(key).or_insert_with(|| FileBuffer {
             namespace,
             attributes,
+            fresh: true,
             ranges: Ranges::default(),
+            flushing: None,
             failure: None,
         });
-        let was_empty = file.ranges.is_empty();
+        let was_dirty = file.is_dirty();
         let change = file.ranges.insert(offset, data);
-        let file_bytes = file.ranges.bytes;
-        if was_empty && !file.ranges.is_empty() {
-            self.dirty.counts[bucket_of(key) % BUCKETS].fetch_add(1, Ordering::AcqRel);
-        }
+        let (is_dirty, buffered) = (file.is_dirty(), file.ranges.bytes);
+        self.mark(key, was_dirty, is_dirty);
         self.bytes = (self.bytes as isize + change) as usize;
-        assert!(
-            self.bytes == self.files.values().map(|file| file.ranges.bytes).sum::<usize>(),
-            "I-H2: the worker's byte count matches its buffers"
-        );
-        if sync || file_bytes >= self.file_flush_bytes {
+        self.check_bytes();
+        if sync {
             return self.flush(key).await;
         }
+        if buffered >= self.file_flush_bytes {
+            self.start_flush(key).await;
+        }
         while self.bytes > self.budget {
-            let Some(largest) = self
+            let Some((largest, flushing)) = self
                 .files
                 .iter()
-                .max_by_key(|(_, file)| file.ranges.bytes)
-                .map(|(key, _)| *key)
+                .filter(|(_, file)| file.held_bytes() > 0)
+                .max_by_key(|(_, file)| file.held_bytes())
+                .map(|(key, file)| (*key, file.flushing.is_some()))
             else {
                 break;
             };
             // Another file's failure is kept for its next COMMIT.
-            let _ = self.flush(largest).await;
+            if flushing {
+                self.wait_flush(largest).await;
+            } else {
+                self.start_flush(largest).await;
+            }
         }
         Ok(())
     }
 
-    /// Commits the buffered ranges of `key`'s file, in order.
+    /// Moves a file's buffer to a background flush, after the one before it (I-H3).
+    async fn start_flush(&mut self, key: FileKey) {
+        self.wait_flush(key).await;
+        let Some(file) = self.files.get_mut(&key) else { return };
+        if file.ranges.is_empty() {
+            return;
+        }
+        if file.failure.is_some() {
+            // The buffer is dropped with the failure: COMMIT reports it and the client
+            // sends its unstable writes again.
+            let dropped = std::mem::take(&mut file.ranges).bytes;
+            let is_dirty = file.is_dirty();
+            self.bytes -= dropped;
+            self.mark(key, true, is_dirty);
+            return;
+        }
+        let ranges = Arc::new(std::mem::take(&mut file.ranges.map));
+        let bytes = std::mem::take(&mut file.ranges.bytes);
+        let known = std::mem::replace(&mut file.fresh, false).then(|| file.attributes.clone());
+        let namespace = file.namespace.clone();
+        let committing = Arc::clone(&ranges);
+        let task = tokio::spawn(async move { commit_ranges(&namespace, key, &committing, known).await });
+        file.flushing = Some(Flushing { ranges, bytes, task });
+    }
+
+    /// Waits for a file's background flush, keeping its failure for the next COMMIT.
+    async fn wait_flush(&mut self, key: FileKey) {
+        let Some(flushing) = self.files.get_mut(&key).and_then(|file| file.flushing.take()) else {
+            return;
+        };
+        let result = flushing.task.await.unwrap_or(Err(Status::ServerFault));
+        self.bytes -= flushing.bytes;
+        let Some(file) = self.files.get_mut(&key) else { return };
+        if let Err(status) = result {
+            file.failure.get_or_insert(status);
+        }
+        let (is_dirty, idle) = (file.is_dirty(), file.ranges.is_empty() && file.failure.is_none());
+        self.mark(key, true, is_dirty);
+        if idle {
+            self.files.remove(&key);
+        }
+        self.check_bytes();
+    }
+
+    /// Commits the buffered ranges of `key`'s file, in order, after its background
+    /// flush; reports a failure of either.
     async fn flush(&mut self, key: FileKey) -> Result<(), Status> {
+        self.wait_flush(key).await;
         let Some(mut file) = self.files.remove(&key) else {
             return Ok(());
         };
         self.forget(key, &file);
-        let mut result = file.failure.take().map_or(Ok(()), Err);
-        // The attributes the buffer started from let a small new file go inline without
-        // a read first (the shard checks their generation); after each inline write the
-        // shard's answer is the next range's starting point.
-        let mut known = Some(file.attributes.clone());
-        for (offset, data) in std::mem::take(&mut file.ranges.map) {
-            if result.is_err() {
-                break;
-            }
-            let written = match file.namespace.write_inline(key.1, offset, &data, known.as_ref()).await {
-                Ok(Some((_, attributes))) => {
-                    known = Some(attributes);
-                    Ok(())
-                }
-                Ok(None) => {
-                    known = None;
-                    file.namespace.write_chunks_at(key.1, offset, &data).await.map(drop)
-                }
-                Err(error) => Err(error),
-            };
-            if let Err(error) = written {
-                tracing::warn!(?key, offset, %error, "flushing buffered NFS writes failed");
-                result = Err(flush_status(&error));
-            }
+        if let Some(failure) = file.failure.take() {
+            return Err(failure);
         }
-        result
+        let known = file.fresh.then(|| file.attributes.clone());
+        commit_ranges(&file.namespace, key, &file.ranges.map, known).await
     }
+}
+
+/// Writes `ranges` of `key`'s file, in order. `known` are the file's attributes if no
+/// flush changed it since they were read: a small new file then goes inline without a
+/// read first (the shard checks their generation); after each inline write the shard's
+/// answer is the next range's starting point.
+async fn commit_ranges(
+    namespace: &Namespace,
+    key: FileKey,
+    ranges: &BTreeMap<u64, Vec<u8>>,
+    mut known: Option<Attributes>,
+) -> Result<(), Status> {
+    for (offset, data) in ranges {
+        let written = match namespace.write_inline(key.1, *offset, data, known.as_ref()).await {
+            Ok(Some((_, attributes))) => {
+                known = Some(attributes);
+                Ok(())
+            }
+            Ok(None) => {
+                known = None;
+                namespace.write_chunks_at(key.1, *offset, data).await.map(drop)
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
+            tracing::warn!(?key, offset, %error, "flushing buffered NFS writes failed");
+            return Err(flush_status(&error));
+        }
+    }
+    Ok(())
 }
 
 fn flush_status(error: &ClientError) -> Status {
@@ -540,13 +670,12 @@ mod tests {
             assert_eq!(flat, model);
             assert_eq!(file.bytes, model.iter().filter(|byte| byte.is_some()).count());
         }
-        let overlay = file.overlay(100, 50);
-        for (offset, bytes) in overlay.ranges {
+        for (offset, bytes) in overlay_of(&file.map, 100, 50) {
             for (index, byte) in bytes.iter().enumerate() {
                 assert_eq!(model[offset as usize + index], Some(*byte));
             }
         }
-        assert_eq!(overlay.end_bytes as usize, model.len());
+        assert_eq!(file.end_bytes() as usize, model.len());
     }
 
     #[test]
