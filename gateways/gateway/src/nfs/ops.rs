@@ -798,6 +798,10 @@ impl Nfs<'_> {
         let (target, before, made) = match self.writable_directory(dirop.dir).await {
             Ok((target, before)) => {
                 let made = self.create_file(&target, dirop.name, how).await;
+                if let Ok((inode, attributes)) = &made {
+                    // The WRITE that usually follows checks these instead of reading.
+                    self.service.writes.prime((target.export.id, *inode), attributes).await;
+                }
                 (Some(target), Some(before), made)
             }
             Err((target, status)) => (target, None, Err(status)),

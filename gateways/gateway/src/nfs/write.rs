@@ -14,7 +14,7 @@
 //! unstable writes died with a gateway sees a new verifier and sends them again. A flush
 //! that fails drops the file's buffered bytes and the next COMMIT reports the failure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -89,6 +89,10 @@ enum Command {
     Attributes {
         key: FileKey,
         reply: oneshot::Sender<Option<Attributes>>,
+    },
+    Prime {
+        key: FileKey,
+        attributes: Attributes,
     },
     Drop {
         key: FileKey,
@@ -269,6 +273,8 @@ impl WriteBack {
                 let (sender, receiver) = mpsc::channel(limits.queue_max.max(1));
                 let worker = Worker {
                     files: HashMap::new(),
+                    primed: HashMap::new(),
+                    primed_order: VecDeque::new(),
                     bytes: 0,
                     budget,
                     file_flush_bytes: limits.file_flush_bytes,
@@ -305,11 +311,9 @@ impl WriteBack {
     }
 
     /// The attributes a file had when its current buffer started, with the size its
-    /// buffered bytes give it; `None` when it has no buffer.
+    /// buffered bytes give it, or those CREATE answered for it if no write came since
+    /// ([`WriteBack::prime`]); `None` when the worker has neither.
     pub async fn attributes(&self, key: FileKey) -> Option<Attributes> {
-        if !self.may_be_dirty(key) {
-            return None;
-        }
         let (reply, answer) = oneshot::channel();
         self.ask(key, Command::Attributes { key, reply }, answer)
             .await
@@ -338,6 +342,17 @@ impl WriteBack {
             reply,
         };
         self.ask(key, command, answer).await.unwrap_or(Err(Status::ServerFault))
+    }
+
+    /// Keeps the attributes a CREATE answered for a new file, for the checks of the
+    /// WRITE that usually follows (which then needs no read of the shard); the oldest
+    /// are forgotten past `PRIMED_FILES_MAX` per worker.
+    pub async fn prime(&self, key: FileKey, attributes: &Attributes) {
+        let command = Command::Prime {
+            key,
+            attributes: attributes.clone(),
+        };
+        let _ = self.worker(key).send(command).await;
     }
 
     /// Commits the file's buffered bytes; reports a failure of an earlier flush.
@@ -383,8 +398,14 @@ impl WriteBack {
     }
 }
 
+/// Primed attributes a worker keeps at most.
+const PRIMED_FILES_MAX: usize = 1024;
+
 struct Worker {
     files: HashMap<FileKey, FileBuffer>,
+    /// Attributes CREATE answered for files with no buffer yet, and their order.
+    primed: HashMap<FileKey, Attributes>,
+    primed_order: VecDeque<FileKey>,
     bytes: usize,
     budget: usize,
     file_flush_bytes: usize,
@@ -408,6 +429,9 @@ impl Worker {
                     let _ = reply.send(result);
                 }
                 Command::Commit { key, reply } => {
+                    // A COMMIT also comes before a change of attributes: the primed ones
+                    // may be stale after it.
+                    self.primed.remove(&key);
                     let result = self.flush(key).await;
                     let _ = reply.send(result);
                 }
@@ -425,14 +449,19 @@ impl Worker {
                     let _ = reply.send(overlay);
                 }
                 Command::Attributes { key, reply } => {
-                    let attributes = self.files.get(&key).map(|file| {
-                        let mut attributes = file.attributes.clone();
-                        attributes.size_bytes = attributes.size_bytes.max(file.end_bytes());
-                        attributes
-                    });
+                    let attributes = match self.files.get(&key) {
+                        Some(file) => {
+                            let mut attributes = file.attributes.clone();
+                            attributes.size_bytes = attributes.size_bytes.max(file.end_bytes());
+                            Some(attributes)
+                        }
+                        None => self.primed.get(&key).cloned(),
+                    };
                     let _ = reply.send(attributes);
                 }
+                Command::Prime { key, attributes } => self.prime(key, attributes),
                 Command::Drop { key, reply } => {
+                    self.primed.remove(&key);
                     // A flush under way finishes first: the change that drops the buffer
                     // (a truncation, a removal) must come after its extents.
                     self.wait_flush(key).await;
@@ -451,6 +480,26 @@ impl Worker {
                     let _ = reply.send(());
                 }
             }
+        }
+    }
+
+    fn prime(&mut self, key: FileKey, attributes: Attributes) {
+        if self.files.contains_key(&key) {
+            return;
+        }
+        if self.primed.insert(key, attributes).is_none() {
+            self.primed_order.push_back(key);
+        }
+        while self.primed.len() > PRIMED_FILES_MAX {
+            let Some(oldest) = self.primed_order.pop_front() else {
+                break;
+            };
+            self.primed.remove(&oldest);
+        }
+        // Keys used or dropped since stay in the order until they come up; keep it short.
+        if self.primed_order.len() > 2 * PRIMED_FILES_MAX {
+            let primed = &self.primed;
+            self.primed_order.retain(|key| primed.contains_key(key));
         }
     }
 
@@ -490,6 +539,7 @@ impl Worker {
         data: Vec<u8>,
         sync: bool,
     ) -> Result<(), Status> {
+        self.primed.remove(&key);
         let file = self.files.entry(key).or_insert_with(|| FileBuffer {
             namespace,
             attributes,
