@@ -112,8 +112,9 @@ struct FileBuffer {
     /// flush may then write a small new file inline without reading it first.
     fresh: bool,
     ranges: Ranges,
-    /// The ranges a background flush is committing (at most one per file, I-H3).
-    flushing: Option<Flushing>,
+    /// Background flushes under way, oldest first: at most `FLUSHES_PER_FILE_MAX`, and
+    /// the ranges of two of them never overlap (I-H3).
+    flushing: VecDeque<Flushing>,
     /// A flush failure not reported yet.
     failure: Option<Status>,
 }
@@ -129,21 +130,21 @@ struct Flushing {
 impl FileBuffer {
     /// Whether the file holds bytes a read must lay over the shard's.
     fn is_dirty(&self) -> bool {
-        !self.ranges.is_empty() || self.flushing.is_some()
+        !self.ranges.is_empty() || !self.flushing.is_empty()
     }
 
     fn held_bytes(&self) -> usize {
-        self.ranges.bytes + self.flushing.as_ref().map_or(0, |flushing| flushing.bytes)
+        self.ranges.bytes + self.flushing.iter().map(|flushing| flushing.bytes).sum::<usize>()
     }
 
     fn end_bytes(&self) -> u64 {
-        let flushing_end = self.flushing.as_ref().map_or(0, |flushing| {
-            flushing
-                .ranges
-                .iter()
-                .next_back()
-                .map_or(0, |(start, bytes)| start + bytes.len() as u64)
-        });
+        let flushing_end = self
+            .flushing
+            .iter()
+            .filter_map(|flushing| flushing.ranges.iter().next_back())
+            .map(|(start, bytes)| start + bytes.len() as u64)
+            .max()
+            .unwrap_or(0);
         self.ranges.end_bytes().max(flushing_end)
     }
 
@@ -151,8 +152,8 @@ impl FileBuffer {
     /// laid over them.
     fn overlay(&self, offset: u64, length: u64) -> Overlay {
         let mut overlay = Overlay::default();
-        if let Some(flushing) = &self.flushing {
-            overlay.ranges = overlay_of(&flushing.ranges, offset, length);
+        for flushing in &self.flushing {
+            overlay.ranges.extend(overlay_of(&flushing.ranges, offset, length));
         }
         overlay.ranges.extend(overlay_of(&self.ranges.map, offset, length));
         overlay.end_bytes = self.end_bytes();
@@ -398,6 +399,19 @@ impl WriteBack {
     }
 }
 
+/// Background flushes of one file under way at once.
+const FLUSHES_PER_FILE_MAX: usize = 2;
+
+/// Whether a range of `a` and a range of `b` share a byte.
+fn overlaps(a: &BTreeMap<u64, Vec<u8>>, b: &BTreeMap<u64, Vec<u8>>) -> bool {
+    b.iter().any(|(start, bytes)| {
+        let end = start + bytes.len() as u64;
+        a.range(..end)
+            .next_back()
+            .is_some_and(|(other, other_bytes)| other + other_bytes.len() as u64 > *start)
+    })
+}
+
 /// Primed attributes a worker keeps at most.
 const PRIMED_FILES_MAX: usize = 1024;
 
@@ -545,7 +559,7 @@ impl Worker {
             attributes,
             fresh: true,
             ranges: Ranges::default(),
-            flushing: None,
+            flushing: VecDeque::new(),
             failure: None,
         });
         let was_dirty = file.is_dirty();
@@ -566,13 +580,13 @@ impl Worker {
                 .iter()
                 .filter(|(_, file)| file.held_bytes() > 0)
                 .max_by_key(|(_, file)| file.held_bytes())
-                .map(|(key, file)| (*key, file.flushing.is_some()))
+                .map(|(key, file)| (*key, !file.flushing.is_empty()))
             else {
                 break;
             };
             // Another file's failure is kept for its next COMMIT.
             if flushing {
-                self.wait_flush(largest).await;
+                self.wait_oldest_flush(largest).await;
             } else {
                 self.start_flush(largest).await;
             }
@@ -580,9 +594,22 @@ impl Worker {
         Ok(())
     }
 
-    /// Moves a file's buffer to a background flush, after the one before it (I-H3).
+    /// Moves a file's buffer to a background flush, once fewer than
+    /// `FLUSHES_PER_FILE_MAX` are under way and none of them holds a range the buffer
+    /// overlaps (I-H3: a byte written twice reaches the shard in the order written).
     async fn start_flush(&mut self, key: FileKey) {
-        self.wait_flush(key).await;
+        loop {
+            let Some(file) = self.files.get(&key) else { return };
+            let busy = file.flushing.len() >= FLUSHES_PER_FILE_MAX
+                || file
+                    .flushing
+                    .iter()
+                    .any(|flushing| overlaps(&flushing.ranges, &file.ranges.map));
+            if !busy {
+                break;
+            }
+            self.wait_oldest_flush(key).await;
+        }
         let Some(file) = self.files.get_mut(&key) else { return };
         if file.ranges.is_empty() {
             return;
@@ -602,12 +629,20 @@ impl Worker {
         let namespace = file.namespace.clone();
         let committing = Arc::clone(&ranges);
         let task = tokio::spawn(async move { commit_ranges(&namespace, key, &committing, known).await });
-        file.flushing = Some(Flushing { ranges, bytes, task });
+        file.flushing.push_back(Flushing { ranges, bytes, task });
     }
 
-    /// Waits for a file's background flush, keeping its failure for the next COMMIT.
+    /// Waits for every background flush of a file.
     async fn wait_flush(&mut self, key: FileKey) {
-        let Some(flushing) = self.files.get_mut(&key).and_then(|file| file.flushing.take()) else {
+        while self.files.get(&key).is_some_and(|file| !file.flushing.is_empty()) {
+            self.wait_oldest_flush(key).await;
+        }
+    }
+
+    /// Waits for a file's oldest background flush, keeping its failure for the next
+    /// COMMIT.
+    async fn wait_oldest_flush(&mut self, key: FileKey) {
+        let Some(flushing) = self.files.get_mut(&key).and_then(|file| file.flushing.pop_front()) else {
             return;
         };
         let result = flushing.task.await.unwrap_or(Err(Status::ServerFault));
@@ -616,7 +651,7 @@ impl Worker {
         if let Err(status) = result {
             file.failure.get_or_insert(status);
         }
-        let (is_dirty, idle) = (file.is_dirty(), file.ranges.is_empty() && file.failure.is_none());
+        let (is_dirty, idle) = (file.is_dirty(), !file.is_dirty() && file.failure.is_none());
         self.mark(key, true, is_dirty);
         if idle {
             self.files.remove(&key);
@@ -726,6 +761,26 @@ mod tests {
             }
         }
         assert_eq!(file.end_bytes() as usize, model.len());
+    }
+
+    #[test]
+    fn overlaps_finds_a_shared_byte_and_only_that() {
+        let map = |ranges: &[(u64, usize)]| -> BTreeMap<u64, Vec<u8>> {
+            ranges
+                .iter()
+                .map(|(start, length)| (*start, vec![0; *length]))
+                .collect()
+        };
+        let flushing = map(&[(0, 100), (1_000, 100)]);
+        assert!(
+            !overlaps(&flushing, &map(&[(100, 900)])),
+            "adjacent ranges share no byte"
+        );
+        assert!(!overlaps(&flushing, &map(&[(1_100, 10), (200, 5)])));
+        assert!(overlaps(&flushing, &map(&[(99, 1)])));
+        assert!(overlaps(&flushing, &map(&[(500, 10), (1_050, 1)])));
+        assert!(overlaps(&flushing, &map(&[(900, 1_000)])), "a range covering another");
+        assert!(!overlaps(&map(&[]), &flushing));
     }
 
     #[test]
