@@ -423,23 +423,12 @@ impl Namespace {
         writer.finish().await
     }
 
-    /// Writes `data` at `offset_bytes` of the file `inode` (chunked, sealed and encoded
-    /// as [`Namespace::write_file`] does) and commits it; the file grows to at least the
-    /// end of the range, and what the range covered before is replaced.
+    /// Writes `data` at `offset_bytes` of the file `inode` and commits it: inline when the
+    /// file allows it ([`Namespace::write_inline`]), else chunked, sealed and encoded as
+    /// [`Namespace::write_file`] does. The file grows to at least the end of the range,
+    /// and what the range covered before is replaced.
     pub async fn write_at(&self, inode: InodeId, offset_bytes: u64, data: &[u8]) -> Result<WriteSummary, ClientError> {
-        self.write_at_known(inode, offset_bytes, data, None).await
-    }
-
-    /// [`Namespace::write_at`] for a caller that has the file's attributes (`known`):
-    /// a small write to an empty file then goes inline without a read first.
-    pub async fn write_at_known(
-        &self,
-        inode: InodeId,
-        offset_bytes: u64,
-        data: &[u8],
-        known: Option<&Attributes>,
-    ) -> Result<WriteSummary, ClientError> {
-        if let Some((summary, _)) = self.write_inline(inode, offset_bytes, data, known).await? {
+        if let Some((summary, _)) = self.write_inline(inode, offset_bytes, data, None).await? {
             return Ok(summary);
         }
         self.write_chunks_at(inode, offset_bytes, data).await

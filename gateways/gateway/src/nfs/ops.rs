@@ -688,6 +688,20 @@ impl Nfs<'_> {
     }
 }
 
+/// Why the caller may not add or remove entries of `dir` (`target`'s attributes), if
+/// it may not: not a directory, a read-only export, or no write and search permission.
+fn directory_refusal(target: &Target, dir: &Attributes) -> Option<Status> {
+    if dir.kind != FileKind::Directory {
+        Some(Status::NotDir)
+    } else if target.export.options.read_only {
+        Some(Status::RoFs)
+    } else if !target.caller.may(dir, WRITE | EXECUTE) {
+        Some(Status::Acces)
+    } else {
+        None
+    }
+}
+
 /// Bytes fetched ahead of a read.
 const READ_AHEAD_BYTES: u64 = 4 << 20;
 
@@ -753,15 +767,7 @@ impl Nfs<'_> {
             Ok(dir) => dir,
             Err(status) => return Err((Some(target), status)),
         };
-        let refusal = if dir.kind != FileKind::Directory {
-            Some(Status::NotDir)
-        } else if target.export.options.read_only {
-            Some(Status::RoFs)
-        } else if !target.caller.may(&dir, WRITE | EXECUTE) {
-            Some(Status::Acces)
-        } else {
-            None
-        };
+        let refusal = directory_refusal(&target, &dir);
         match refusal {
             Some(status) => Err((Some(target), status)),
             None => Ok((target, dir)),
@@ -955,15 +961,7 @@ impl Nfs<'_> {
             Err(ClientError::Namespace(NamespaceError::NotFound)) => return (None, Err(Status::Stale)),
             Err(error) => return (None, Err(status_of(&error))),
         };
-        let refusal = if dir.kind != FileKind::Directory {
-            Some(Status::NotDir)
-        } else if target.export.options.read_only {
-            Some(Status::RoFs)
-        } else if !target.caller.may(&dir, WRITE | EXECUTE) {
-            Some(Status::Acces)
-        } else {
-            None
-        };
+        let refusal = directory_refusal(target, &dir);
         match refusal {
             Some(status) => (Some(dir), Err(status)),
             None => (Some(dir), Ok(entry)),
