@@ -98,6 +98,44 @@ impl http_body::Body for PermitBody {
     }
 }
 
+/// What a request's `Expect: 100-continue` means for the connection after it.
+///
+/// A server answers such a request either with `100 Continue` (then reads the body) or
+/// with a final status alone; hyper sends the `100` only when the body is read, so an
+/// empty body (a 0-byte PUT) or a request refused before its body is read gets the final
+/// status alone. botocore (the aws CLI, boto3) mishandles the request after that on the
+/// same connection when it also expects `100-continue`: it keeps the earlier status line
+/// and reads the next response's status line as a header, loses its `Content-Length`,
+/// and waits for the body to end until its 60 s read timeout (`aws s3 sync` of a tree
+/// with an empty file stalled a minute). Such answers therefore close the connection.
+struct Expectation {
+    continue_expected: bool,
+    body_empty: bool,
+}
+
+impl Expectation {
+    fn of<B>(request: &http::Request<B>) -> Expectation {
+        let continue_expected = request
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let body_empty = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|value| value.as_bytes() == b"0");
+        Expectation {
+            continue_expected,
+            body_empty,
+        }
+    }
+
+    /// Whether the answer went without `100 Continue` (an empty body is never read; an
+    /// error may come before the body is), so the connection should close after it.
+    fn client_may_misread_next(&self, status: StatusCode) -> bool {
+        self.continue_expected && (self.body_empty || !status.is_success())
+    }
+}
+
 /// How long requests in flight may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -217,6 +255,7 @@ async fn handle(
 ) -> Response<PermitBody> {
     let request_id = ids.next();
     let mut permit = None;
+    let expectation = Expectation::of(&request);
     let mut response = if malformed_sigv4_dates(&request) {
         error_response(
             StatusCode::BAD_REQUEST,
@@ -263,5 +302,35 @@ async fn handle(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-amz-request-id", value);
     }
+    if expectation.client_may_misread_next(response.status()) {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response.map(|body| PermitBody { body, _permit: permit })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(expect: Option<&str>, length: &str) -> http::Request<()> {
+        let mut builder = http::Request::put("/b/k").header(http::header::CONTENT_LENGTH, length);
+        if let Some(expect) = expect {
+            builder = builder.header(http::header::EXPECT, expect);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn answers_without_100_continue_close_the_connection() {
+        let empty = Expectation::of(&request(Some("100-continue"), "0"));
+        assert!(empty.client_may_misread_next(StatusCode::OK));
+        let body = Expectation::of(&request(Some("100-Continue"), "2000"));
+        assert!(!body.client_may_misread_next(StatusCode::OK));
+        assert!(body.client_may_misread_next(StatusCode::FORBIDDEN));
+        let plain = Expectation::of(&request(None, "0"));
+        assert!(!plain.client_may_misread_next(StatusCode::OK));
+        assert!(!plain.client_may_misread_next(StatusCode::FORBIDDEN));
+    }
 }
