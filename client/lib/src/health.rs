@@ -83,10 +83,11 @@ impl Client {
     }
 
     /// The chunk record of every extent of every file under the root of `shard`'s
-    /// namespace, each chunk once.
+    /// namespace and of every stored part of its multipart uploads in progress, each
+    /// chunk once.
     pub async fn chunk_records(&self, shard: u64) -> Result<Vec<ChunkRecord>, ClientError> {
         let mut seen = BTreeSet::new();
-        let mut records = Vec::new();
+        let mut records = self.part_chunks(shard, &mut seen).await?;
         let mut directories = vec![InodeId(1)];
         while let Some(dir) = directories.pop() {
             for entry in self.read_dir(shard, dir).await? {
@@ -109,6 +110,52 @@ impl Client {
             }
         }
         Ok(records)
+    }
+
+    /// The chunk records of the stored parts of `shard`'s multipart uploads in progress
+    /// (no file names them until the upload completes; garbage collection must keep
+    /// them), each chunk once, noted in `seen`.
+    async fn part_chunks(&self, shard: u64, seen: &mut BTreeSet<[u8; 32]>) -> Result<Vec<ChunkRecord>, ClientError> {
+        let limit = kiseki_api::READDIR_ENTRIES_MAX;
+        let mut records = Vec::new();
+        let mut after = None;
+        loop {
+            let uploads = match self.read(shard, &ReadQuery::Uploads { after, limit }).await? {
+                ReadAnswer::Uploads(uploads) => uploads,
+                other => return Err(ClientError::Invalid(format!("uploads answered {other:?}"))),
+            };
+            let Some(last) = uploads.last() else {
+                return Ok(records);
+            };
+            after = Some(last.upload_id);
+            for upload in &uploads {
+                let mut after_part = 0;
+                loop {
+                    let query = ReadQuery::Parts {
+                        upload_id: upload.upload_id,
+                        after_part,
+                        limit,
+                    };
+                    let parts = match self.read(shard, &query).await? {
+                        ReadAnswer::Parts(parts) => parts,
+                        // Completed or aborted since it was listed: its extents are a
+                        // file's now, or released.
+                        ReadAnswer::Failed(NamespaceError::NotFound) => break,
+                        other => return Err(ClientError::Invalid(format!("parts answered {other:?}"))),
+                    };
+                    let Some(last) = parts.last() else {
+                        break;
+                    };
+                    after_part = last.part_number;
+                    for extent in parts.iter().flat_map(|part| &part.extents) {
+                        let record = ChunkRecord::decode(extent.chunk_locator, &extent.wrapped_key)?;
+                        if seen.insert(record.chunk.locator.0) {
+                            records.push(record);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The chunk records of one file's extents, in file order.
