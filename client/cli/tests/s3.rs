@@ -75,6 +75,8 @@ fn second_gateway(cluster: &Cluster) -> (Child, String) {
 
 #[test]
 fn s3_gateway_serves_real_clients() {
+    let started = std::time::Instant::now();
+    let step = |what: &str| eprintln!("s3 test: {what} after {:.1} s", started.elapsed().as_secs_f64());
     let scratch = tempfile::tempdir().unwrap();
     let data_dir = scratch.path().join("data");
     let cluster = Cluster::start_with_s3(&data_dir, 1, 6);
@@ -93,17 +95,35 @@ fn s3_gateway_serves_real_clients() {
     let output = succeed(boto, "s3_ops.py");
     assert!(String::from_utf8_lossy(&output.stdout).contains("all s3 checks passed"));
 
+    step("boto3");
     // The aws CLI: sync a tree up and down.
     let tree = scratch.path().join("tree");
     make_tree(&tree);
     aws_ok(&endpoint, &a, &["s3", "mb", "s3://cli-tree"]);
-    aws_ok(&endpoint, &a, &["s3", "sync", tree.to_str().unwrap(), "s3://cli-tree/"]);
+    // One attempt with a short read timeout: a response the CLI cannot read fails here
+    // instead of being retried after a minute (an empty file's PUT once left the
+    // connection so that botocore misread the next response).
+    let mut sync_up = aws(
+        &endpoint,
+        &a,
+        &[
+            "s3",
+            "sync",
+            tree.to_str().unwrap(),
+            "s3://cli-tree/",
+            "--cli-read-timeout",
+            "20",
+        ],
+    );
+    sync_up.env("AWS_MAX_ATTEMPTS", "1").env("AWS_RETRY_MODE", "standard");
+    succeed(sync_up, "aws s3 sync up");
     let listing = aws_ok(&endpoint, &a, &["s3", "ls", "--recursive", "s3://cli-tree/"]);
     assert_eq!(listing.lines().count(), 8, "{listing}");
     let down = scratch.path().join("down-aws");
     aws_ok(&endpoint, &a, &["s3", "sync", "s3://cli-tree/", down.to_str().unwrap()]);
     same_trees(&tree, &down);
 
+    step("aws cli sync");
     // rclone: sync up, check checksums against the listing's MD5 ETags, sync down.
     let mut up = rclone(
         &endpoint,
@@ -127,6 +147,7 @@ fn s3_gateway_serves_real_clients() {
     );
     same_trees(&tree, &back);
 
+    step("rclone");
     // A multi-GiB object: a sparse file through multipart, back byte for byte.
     let sparse = scratch.path().join("sparse.img");
     let file = std::fs::File::create(&sparse).unwrap();
@@ -155,6 +176,7 @@ fn s3_gateway_serves_real_clients() {
     assert!(compared.success(), "the 2 GiB object reads back identical");
     std::fs::remove_file(&sparse_back).unwrap();
 
+    step("2 GiB object");
     // Objects are files and files are objects (tenant a's namespace `default`).
     let through_cli = cluster.ok(&["get", "/cli-tree/notes/readme.md", "-"], None);
     assert_eq!(through_cli, std::fs::read(tree.join("notes/readme.md")).unwrap());
@@ -192,6 +214,9 @@ fn s3_gateway_serves_real_clients() {
     assert_ne!(etag("notes/readme.md"), before, "a stale MD5 is never shown");
 
     gateway_killed_mid_upload(&cluster, &endpoint, &a, scratch.path());
+    step("gateway killed");
+    aborted_parts_are_reclaimed(&cluster, &endpoint, &a, scratch.path());
+    step("aborted parts");
     cluster.stop();
 }
 
@@ -327,4 +352,76 @@ fn gateway_killed_mid_upload(cluster: &Cluster, endpoint: &str, a: &Tenant, scra
         &["s3api", "list-multipart-uploads", "--bucket", "cli-tree"],
     );
     assert!(!uploads.contains(&upload_id), "{uploads}");
+}
+
+/// The parts of an aborted upload lose their chunk references: `kiseki gc` deletes their
+/// fragments and nothing that an object still names.
+fn aborted_parts_are_reclaimed(cluster: &Cluster, endpoint: &str, a: &Tenant, scratch: &Path) {
+    // Nothing writes during these collections, so no grace is needed between the walks.
+    let admin = |arguments: &[&str]| -> serde_json::Value {
+        let output = cluster.admin(arguments);
+        assert!(
+            output.status.success(),
+            "kiseki {arguments:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let gc = |extra: &[&str]| -> serde_json::Value {
+        let mut arguments = vec!["gc", "--grace-s", "0", "--json"];
+        arguments.extend_from_slice(extra);
+        admin(&arguments)
+    };
+    let unreferenced = |summary: &serde_json::Value| summary["fragments_unreferenced"].as_u64().unwrap();
+    // What earlier steps left (the killed gateway's half-written object) goes first.
+    gc(&[]);
+    // Bytes of its own, so no chunk of the part is shared with an object.
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let data: Vec<u8> = (0..(6usize << 20))
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let part = scratch.join("reclaimed-part.bin");
+    std::fs::write(&part, &data).unwrap();
+    let key = ["--bucket", "cli-tree", "--key", "reclaimed/object"];
+    let mut create = vec!["s3api", "create-multipart-upload"];
+    create.extend_from_slice(&key);
+    create.extend_from_slice(&["--output", "text", "--query", "UploadId"]);
+    let upload_id = aws_ok(endpoint, a, &create).trim().to_owned();
+    let mut upload = vec!["s3api", "upload-part", "--part-number", "1", "--upload-id", &upload_id];
+    upload.extend_from_slice(&key);
+    upload.extend_from_slice(&["--body", part.to_str().unwrap()]);
+    aws_ok(endpoint, a, &upload);
+    let held = gc(&["--dry-run"]);
+    assert_eq!(unreferenced(&held), 0, "a stored part is referenced: {held}");
+
+    let mut abort = vec!["s3api", "abort-multipart-upload", "--upload-id", &upload_id];
+    abort.extend_from_slice(&key);
+    aws_ok(endpoint, a, &abort);
+    let released = gc(&["--dry-run"]);
+    // 6 MiB is at least one chunk: at least its 4 + 2 fragments.
+    assert!(unreferenced(&released) >= 6, "the aborted part's fragments: {released}");
+    let collected = gc(&[]);
+    assert_eq!(
+        collected["fragments_deleted"], released["fragments_unreferenced"],
+        "{collected}"
+    );
+    let again = gc(&["--dry-run"]);
+    assert_eq!(unreferenced(&again), 0, "{again}");
+    let status = admin(&["status", "--json"]);
+    assert_eq!(
+        status["chunks"]["degraded"].as_u64().unwrap(),
+        0,
+        "gc took a referenced fragment: {status}"
+    );
+    let listing = aws_ok(endpoint, a, &["s3", "ls", "--recursive", "s3://cli-tree/"]);
+    assert!(!listing.contains("reclaimed/"), "{listing}");
 }

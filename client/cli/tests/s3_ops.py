@@ -55,9 +55,12 @@ def body(bucket, key, **kwargs):
     return A.get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read()
 
 
+STARTED = time.monotonic()
+
+
 def check(name, condition, detail=""):
     assert condition, f"{name}: {detail}"
-    print(f"ok {name}", flush=True)
+    print(f"ok {name} ({time.monotonic() - STARTED:.1f} s)", flush=True)
 
 
 def buckets():
@@ -358,7 +361,136 @@ def security():
     check("nothing changed", A.head_object(Bucket="alpha", Key="docs/report.bin")["ContentLength"] == 3 * MIB + 17)
     check("no intruder", error_code(A.head_object, Bucket="alpha", Key="intruder") == "404")
 
+def all_versions(bucket, **kwargs):
+    """Every (key, version id, latest, is marker) of a bucket, page by page."""
+    found = []
+    for page in A.get_paginator("list_object_versions").paginate(Bucket=bucket, **kwargs):
+        rows = [(v["Key"], v["VersionId"], v["IsLatest"], False, v["LastModified"]) for v in page.get("Versions", [])]
+        rows += [(m["Key"], m["VersionId"], m["IsLatest"], True, m["LastModified"]) for m in page.get("DeleteMarkers", [])]
+        # Within a page S3 interleaves versions and markers by key, newest first; the two
+        # lists come apart in the XML, so order them back by key and page position.
+        found.extend(rows)
+    return found
 
-for step in [buckets, objects, listings, multipart, security]:
+
+def versioning():
+    A.create_bucket(Bucket="history")
+    A.put_object(Bucket="history", Key="doc/a.txt", Body=b"v0")
+    A.put_bucket_versioning(Bucket="history", VersioningConfiguration={"Status": "Enabled"})
+    check("versioning enabled", A.get_bucket_versioning(Bucket="history")["Status"] == "Enabled")
+    check(
+        "bad versioning status",
+        error_code(A.put_bucket_versioning, Bucket="history", VersioningConfiguration={"Status": "Off"}) == "MalformedXML",
+    )
+    ids = [A.put_object(Bucket="history", Key="doc/a.txt", Body=f"v{n}".encode())["VersionId"] for n in (1, 2, 3)]
+    check("fresh version ids", len(set(ids)) == 3 and "null" not in ids, ids)
+    check("latest version", body("history", "doc/a.txt") == b"v3")
+    check("get by version", body("history", "doc/a.txt", VersionId=ids[0]) == b"v1")
+    check("object before versioning is null", body("history", "doc/a.txt", VersionId="null") == b"v0")
+    head = A.head_object(Bucket="history", Key="doc/a.txt", VersionId=ids[1])
+    check("head by version", head["VersionId"] == ids[1] and head["ContentLength"] == 2 and head["ETag"] == f'"{md5(b"v2")}"')
+    check("get shows its version", A.get_object(Bucket="history", Key="doc/a.txt")["VersionId"] == ids[2])
+    unknown = "0" * 32
+    check("unknown version", error_code(A.get_object, Bucket="history", Key="doc/a.txt", VersionId=unknown) == "NoSuchVersion")
+    check("malformed version id", error_code(A.get_object, Bucket="history", Key="doc/a.txt", VersionId="../x") == "InvalidArgument")
+    rows = [(key, version, latest) for key, version, latest, _, _ in all_versions("history", Prefix="doc/")]
+    expected = [("doc/a.txt", ids[2], True), ("doc/a.txt", ids[1], False), ("doc/a.txt", ids[0], False), ("doc/a.txt", "null", False)]
+    check("versions newest first", rows == expected, rows)
+
+    deleted = A.delete_object(Bucket="history", Key="doc/a.txt")
+    marker = deleted["VersionId"]
+    check("delete makes a marker", deleted["DeleteMarker"] and marker not in ids + ["null"], deleted)
+    check("marked key is gone", error_code(A.get_object, Bucket="history", Key="doc/a.txt") == "NoSuchKey")
+    check("marked key not listed", "Contents" not in A.list_objects_v2(Bucket="history", Prefix="doc/"))
+    check("versions outlive the marker", body("history", "doc/a.txt", VersionId=ids[2]) == b"v3")
+    check(
+        "a marker has no body",
+        error_code(A.get_object, Bucket="history", Key="doc/a.txt", VersionId=marker) == "MethodNotAllowed",
+    )
+    rows = all_versions("history", Prefix="doc/")
+    markers = [(version, latest) for _, version, latest, is_marker, _ in rows if is_marker]
+    check("marker is latest", markers == [(marker, True)] and sum(row[2] for row in rows) == 1, rows)
+    undone = A.delete_object(Bucket="history", Key="doc/a.txt", VersionId=marker)
+    check("delete the marker", undone["DeleteMarker"] and undone["VersionId"] == marker)
+    check("object is back", body("history", "doc/a.txt") == b"v3")
+    A.delete_object(Bucket="history", Key="doc/a.txt", VersionId=ids[2])
+    check("previous version promoted", body("history", "doc/a.txt") == b"v2")
+    check(
+        "deleted version is gone",
+        error_code(A.get_object, Bucket="history", Key="doc/a.txt", VersionId=ids[2]) == "NoSuchVersion",
+    )
+    A.delete_object(Bucket="history", Key="doc/a.txt", VersionId=ids[0])
+    rows = [(version, latest) for _, version, latest, _, _ in all_versions("history", Prefix="doc/a")]
+    check("noncurrent version deleted", rows == [(ids[1], True), ("null", False)], rows)
+    A.delete_object(Bucket="history", Key="doc/a.txt", VersionId=unknown)
+    check("deleting an unknown version changes nothing", body("history", "doc/a.txt") == b"v2")
+
+    copied = A.copy_object(
+        Bucket="history", Key="doc/copy.txt", CopySource={"Bucket": "history", "Key": "doc/a.txt", "VersionId": "null"}
+    )
+    check("copy of an old version", body("history", "doc/copy.txt") == b"v0" and copied["CopySourceVersionId"] == "null")
+    check("copy gets a version", len(copied["VersionId"]) == 32)
+    long_key = "x" * 255
+    check("versioned key segment limit", error_code(A.put_object, Bucket="history", Key=long_key, Body=b"x") == "KeyTooLongError")
+
+    # Multipart uploads complete into a new version.
+    upload = A.create_multipart_upload(Bucket="history", Key="doc/a.txt")["UploadId"]
+    part = A.upload_part(Bucket="history", Key="doc/a.txt", UploadId=upload, PartNumber=1, Body=b"m" * 1000)
+    done = complete(A, "history", "doc/a.txt", upload, [(1, part["ETag"])])
+    check("multipart version", len(done["VersionId"]) == 32 and body("history", "doc/a.txt") == b"m" * 1000)
+    check("replaced by multipart, kept", body("history", "doc/a.txt", VersionId=ids[1]) == b"v2")
+
+    # Writers racing on one key lose no version.
+    def put(index):
+        return A.put_object(Bucket="history", Key="race", Body=f"r{index}".encode())["VersionId"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        raced = list(pool.map(put, range(16)))
+    rows = [row for row in all_versions("history", Prefix="race")]
+    check("racing writers keep every version", sorted(row[1] for row in rows) == sorted(raced), rows)
+    check("one latest", sum(row[2] for row in rows) == 1)
+    bodies = {body("history", "race", VersionId=version) for version in raced}
+    check("every raced version reads back", bodies == {f"r{index}".encode() for index in range(16)})
+
+    # Pages of versions: markers across keys, delimiters.
+    for key in range(5):
+        for _ in range(3):
+            A.put_object(Bucket="history", Key=f"page/{key}", Body=os.urandom(10))
+    A.delete_object(Bucket="history", Key="page/2")
+    paged = all_versions("history", Prefix="page/", MaxKeys=4)
+    full = all_versions("history", Prefix="page/")
+    check("paged versions", len(paged) == 16 and sorted(paged) == sorted(full), paged)
+    top = A.list_object_versions(Bucket="history", Delimiter="/")
+    prefixes = [prefix["Prefix"] for prefix in top.get("CommonPrefixes", [])]
+    check("version prefixes", prefixes == ["doc/", "page/"], prefixes)
+    check("top-level versions", {v["Key"] for v in top["Versions"]} == {"race"})
+    check("current listing unchanged", [o["Key"] for o in A.list_objects_v2(Bucket="history", Prefix="page/")["Contents"]] == ["page/0", "page/1", "page/3", "page/4"])
+
+    # Suspended: writes replace the null version and keep the others.
+    A.put_bucket_versioning(Bucket="history", VersioningConfiguration={"Status": "Suspended"})
+    check("versioning suspended", A.get_bucket_versioning(Bucket="history")["Status"] == "Suspended")
+    A.put_object(Bucket="history", Key="doc/a.txt", Body=b"s1")
+    A.put_object(Bucket="history", Key="doc/a.txt", Body=b"s2")
+    rows = [(version, latest) for _, version, latest, _, _ in all_versions("history", Prefix="doc/a")]
+    check("suspended writes replace null", rows[0] == ("null", True) and len(rows) == 3 and rows.count(("null", False)) == 0, rows)
+    check("suspended null version", body("history", "doc/a.txt", VersionId="null") == b"s2")
+    check("still readable", body("history", "doc/a.txt", VersionId=ids[1]) == b"v2")
+
+    check("versions keep the bucket", error_code(A.delete_bucket, Bucket="history") == "BucketNotEmpty")
+    # Empty the bucket the way clients do: every version and marker, by id.
+    everything = [{"Key": key, "VersionId": version} for key, version, _, _, _ in all_versions("history")]
+    for start in range(0, len(everything), 1000):
+        result = A.delete_objects(Bucket="history", Delete={"Objects": everything[start : start + 1000]})
+        check("batch delete of versions", "Errors" not in result, result.get("Errors"))
+    check("no versions left", all_versions("history") == [])
+    A.delete_bucket(Bucket="history")
+    A.create_bucket(Bucket="history")
+    check("a new bucket starts unversioned", "Status" not in A.get_bucket_versioning(Bucket="history"))
+    check("with no versions", all_versions("history") == [])
+    A.delete_bucket(Bucket="history")
+
+
+for step in [buckets, objects, listings, multipart, versioning, security]:
     step()
+    print(f"step {step.__name__} done ({time.monotonic() - STARTED:.1f} s)", flush=True)
 print("all s3 checks passed")

@@ -17,7 +17,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::errors::client_error;
 use super::meta;
-use super::{BucketRef, S3Gateway};
+use super::{versions, BucketRef, S3Gateway};
 
 /// Entries read from the shard per call.
 const PAGE_ENTRIES: u32 = 1000;
@@ -52,6 +52,7 @@ pub(crate) enum Item {
     /// An object: a file.
     Object {
         key: String,
+        inode: InodeId,
         attributes: Attributes,
         etag: String,
     },
@@ -268,7 +269,13 @@ impl<'n> Walk<'n> {
                     return Ok(None);
                 }
                 let etag = etag.unwrap_or_else(|| meta::etag_of(None, entry.inode, &attributes));
-                Ok(self.rolled_up(&key).or(Some(Item::Object { key, attributes, etag })))
+                let object = Item::Object {
+                    key,
+                    inode: entry.inode,
+                    attributes,
+                    etag,
+                };
+                Ok(self.rolled_up(object.key()).or(Some(object)))
             }
             FileKind::Directory => {
                 let dir_key = format!("{key}/");
@@ -366,7 +373,9 @@ fn contents(items: Vec<Item>, url: bool) -> (Vec<Object>, Vec<CommonPrefix>) {
     let mut prefixes = Vec::new();
     for item in items {
         match item {
-            Item::Object { key, attributes, etag } => objects.push(Object {
+            Item::Object {
+                key, attributes, etag, ..
+            } => objects.push(Object {
                 key: Some(encode(&key, url)),
                 size: Some(attributes.size_bytes as i64),
                 last_modified: Some(meta::timestamp(attributes.mtime)),
@@ -469,7 +478,8 @@ pub(crate) async fn list_objects(
     }))
 }
 
-/// Versions of an unversioned bucket: one per object, version id `null`, latest.
+/// Versions of a bucket: of one that never had versions, one per object (version id
+/// `null`, latest); else [`versions::list`].
 pub(crate) async fn list_object_versions(
     gateway: &S3Gateway,
     req: S3Request<ListObjectVersionsInput>,
@@ -478,7 +488,46 @@ pub(crate) async fn list_object_versions(
     let input = req.input;
     let url = wants_url(input.encoding_type.as_ref())?;
     let prefix = input.prefix.clone().unwrap_or_default();
-    let max = max_keys(input.max_keys)?;
+    let max = max_keys(input.max_keys)?.min(KEYS_PER_LISTING_MAX);
+    if max > 0 {
+        if let Some(page) = versions::list(&bucket, &input, max).await? {
+            let mut page = page;
+            if url {
+                for version in &mut page.versions {
+                    version.key = version.key.take().map(|key| encode(&key, true));
+                }
+                for marker in &mut page.delete_markers {
+                    marker.key = marker.key.take().map(|key| encode(&key, true));
+                }
+            }
+            let prefixes: Vec<CommonPrefix> = page
+                .prefixes
+                .iter()
+                .map(|prefix| CommonPrefix {
+                    prefix: Some(encode(prefix, url)),
+                })
+                .collect();
+            return Ok(S3Response::new(ListObjectVersionsOutput {
+                name: Some(bucket.name.clone()),
+                prefix: Some(encode(&prefix, url)),
+                delimiter: input.delimiter.filter(|delimiter| !delimiter.is_empty()),
+                max_keys: Some(max as i32),
+                is_truncated: Some(page.truncated),
+                key_marker: input.key_marker,
+                version_id_marker: input.version_id_marker,
+                next_key_marker: page
+                    .truncated
+                    .then(|| page.next_key.map(|key| encode(&key, url)))
+                    .flatten(),
+                next_version_id_marker: page.truncated.then_some(page.next_version_id).flatten(),
+                versions: Some(page.versions),
+                delete_markers: (!page.delete_markers.is_empty()).then_some(page.delete_markers),
+                common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
+                encoding_type: input.encoding_type,
+                ..Default::default()
+            }));
+        }
+    }
     let after = input.key_marker.as_deref();
     let (items, truncated) = page(&bucket, &prefix, input.delimiter.as_deref(), after, max).await?;
     let next_key = match truncated {

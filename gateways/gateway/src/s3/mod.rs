@@ -12,6 +12,7 @@ mod meta;
 pub(crate) mod multipart;
 pub(crate) mod objects;
 pub mod paths;
+pub(crate) mod versions;
 
 use std::sync::Arc;
 
@@ -160,6 +161,12 @@ impl S3 for S3Gateway {
                 "the bucket has multipart uploads in progress"
             ));
         }
+        if versions::clear_tree(&bucket).await? {
+            return Err(s3_error!(
+                BucketNotEmpty,
+                "the bucket holds object versions or delete markers"
+            ));
+        }
         match bucket.namespace.rmdir_at(InodeId::ROOT, bucket.name.as_bytes()).await {
             Ok(()) => Ok(S3Response::new(DeleteBucketOutput {})),
             Err(ClientError::Namespace(NamespaceError::NotEmpty)) => Err(s3_error!(BucketNotEmpty)),
@@ -184,8 +191,14 @@ impl S3 for S3Gateway {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        self.bucket(&req, &req.input.bucket).await?;
-        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+        versions::get_bucket_versioning(self, req).await
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        versions::put_bucket_versioning(self, req).await
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {

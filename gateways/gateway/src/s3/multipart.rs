@@ -13,7 +13,7 @@ use super::errors::{client_error, namespace_error};
 use super::meta::{self, StoredHeaders};
 use super::objects::{self, new_attributes, parent_dirs, write_condition};
 use super::paths::key_path;
-use super::{BucketRef, S3Gateway};
+use super::{versions, BucketRef, S3Gateway};
 
 /// Smallest part S3 allows, except the last.
 pub const PART_BYTES_MIN: u64 = 5 << 20;
@@ -92,6 +92,13 @@ pub(crate) async fn create(
         input.cache_control,
     );
     let mut meta = headers.into_meta(String::new());
+    let status = versions::status(&bucket).await?;
+    if status != versions::Status::Unversioned {
+        versions::check_key(&path)?;
+    }
+    // The object's version id is set now; the status at completion decides what it
+    // replaces.
+    versions::stamp(&mut meta, status);
     meta.system_metadata.insert(UPLOAD_KEY.to_owned(), input.key.clone());
     meta.system_metadata
         .insert(UPLOAD_BUCKET.to_owned(), bucket.dir.0.to_string());
@@ -185,7 +192,8 @@ pub(crate) async fn upload_part_copy(
     req: S3Request<UploadPartCopyInput>,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let bucket = gateway.bucket(&req, &req.input.bucket).await?;
-    let (source_bucket, source_key) = objects::copy_source(gateway, &req, &req.input.copy_source).await?;
+    let (source_bucket, source_key, source_version) =
+        objects::copy_source(gateway, &req, &req.input.copy_source).await?;
     let input = req.input;
     let part_number = check_part_number(input.part_number)?;
     let id = upload_id(&input.upload_id)?;
@@ -196,7 +204,7 @@ pub(crate) async fn upload_part_copy(
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    let source = objects::find_copy_source(&source_bucket, &source_key, &conditions).await?;
+    let source = objects::find_copy_source(&source_bucket, &source_key, source_version.as_deref(), &conditions).await?;
     let (start, end) = copy_range(input.copy_source_range.as_deref(), source.attributes.size_bytes)?;
     if end - start > PART_BYTES_MAX {
         return Err(s3_error!(EntityTooLarge, "a part holds at most 5 GiB"));
@@ -237,7 +245,8 @@ pub(crate) async fn complete(
     let bucket = gateway.bucket(&req, &req.input.bucket).await?;
     let input = req.input;
     let id = upload_id(&input.upload_id)?;
-    find_upload(&bucket, &input.key, id).await?;
+    let upload = find_upload(&bucket, &input.key, id).await?;
+    let version_id = versions::version_of(Some(&upload.meta)).to_owned();
     let listed = input
         .multipart_upload
         .and_then(|upload| upload.parts)
@@ -283,18 +292,31 @@ pub(crate) async fn complete(
     }
     let etag = meta::multipart_etag(parts.iter().map(|part| part.etag.as_str()));
     let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
-    let delta = Delta::MultipartComplete {
-        upload_id: id,
-        parts,
-        etag: etag.clone(),
-        attributes: new_attributes(0o644),
-        condition,
-    };
-    bucket.namespace.propose(&delta).await.map_err(|error| match error {
-        kiseki_client::ClientError::Namespace(error) => namespace_error(error),
-        error => client_error(error),
-    })?;
+    let status = versions::status(&bucket).await?;
+    let path = key_path(&input.key)?;
+    versions::commit_write(&bucket, &path, status, condition, |condition| {
+        let delta = Delta::MultipartComplete {
+            upload_id: id,
+            parts: parts.clone(),
+            etag: etag.clone(),
+            attributes: new_attributes(0o644),
+            condition,
+        };
+        let namespace = &bucket.namespace;
+        async move {
+            namespace
+                .propose(&delta)
+                .await
+                .map(|_| ())
+                .map_err(|error| match error {
+                    kiseki_client::ClientError::Namespace(error) => namespace_error(error),
+                    error => client_error(error),
+                })
+        }
+    })
+    .await?;
     Ok(S3Response::new(CompleteMultipartUploadOutput {
+        version_id: (status != versions::Status::Unversioned).then(|| version_id.clone()),
         bucket: Some(bucket.name.clone()),
         key: Some(input.key),
         e_tag: Some(ETag::Strong(etag)),

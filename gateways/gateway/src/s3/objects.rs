@@ -17,7 +17,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 use super::errors::{client_error, namespace_error};
 use super::meta::{self, ReadConditions, StoredHeaders};
 use super::paths::{key_path, KeyPath};
-use super::{BucketRef, S3Gateway};
+use super::{versions, BucketRef, S3Gateway};
 
 /// Largest single PUT S3 allows (larger objects go in multipart uploads).
 pub const PUT_BYTES_MAX: u64 = 5 << 30;
@@ -61,7 +61,7 @@ pub(crate) async fn parent_dirs(
             Ok(_) if create => return Err(namespace_error(NamespaceError::NotDirectory)),
             Ok(_) => return Ok(None),
             Err(ClientError::Namespace(NamespaceError::NotFound)) if create => {
-                mkdir(namespace, parent, segment).await?
+                mkdir(namespace, parent, segment.as_bytes()).await?
             }
             Err(ClientError::Namespace(NamespaceError::NotFound)) => return Ok(None),
             Err(error) => return Err(client_error(error)),
@@ -72,22 +72,20 @@ pub(crate) async fn parent_dirs(
 }
 
 /// Makes the directory `name` in `parent`, or finds the one made meanwhile.
-async fn mkdir(namespace: &Namespace, parent: InodeId, name: &str) -> S3Result<InodeId> {
+pub(crate) async fn mkdir(namespace: &Namespace, parent: InodeId, name: &[u8]) -> S3Result<InodeId> {
     let delta = Delta::Mkdir {
         parent,
-        name: name.as_bytes().to_vec(),
+        name: name.to_vec(),
         attributes: new_attributes(0o755),
     };
     match namespace.propose(&delta).await {
         Ok((Some(dir), _)) => Ok(dir),
         Ok((None, _)) => Err(s3_error!(InternalError, "mkdir answered without an inode")),
-        Err(ClientError::Namespace(NamespaceError::AlreadyExists)) => {
-            match namespace.lookup(parent, name.as_bytes()).await {
-                Ok((dir, attributes)) if attributes.kind == FileKind::Directory => Ok(dir),
-                Ok(_) => Err(namespace_error(NamespaceError::NotDirectory)),
-                Err(error) => Err(client_error(error)),
-            }
-        }
+        Err(ClientError::Namespace(NamespaceError::AlreadyExists)) => match namespace.lookup(parent, name).await {
+            Ok((dir, attributes)) if attributes.kind == FileKind::Directory => Ok(dir),
+            Ok(_) => Err(namespace_error(NamespaceError::NotDirectory)),
+            Err(error) => Err(client_error(error)),
+        },
         Err(error) => Err(client_error(error)),
     }
 }
@@ -133,19 +131,25 @@ pub(crate) async fn find(bucket: &BucketRef, key: &str) -> S3Result<Found> {
     }
 }
 
-/// The object a GET or HEAD serves: only the `null` version exists; its conditions hold.
+/// The object (version) a GET or HEAD serves, if its conditions hold.
 async fn find_for_read(
     bucket: &BucketRef,
     key: &str,
     version_id: Option<&str>,
     conditions: &ReadConditions<'_>,
 ) -> S3Result<Found> {
-    if version_id.is_some_and(|version| version != "null") {
-        return Err(s3_error!(NoSuchVersion));
-    }
-    let found = find(bucket, key).await?;
+    let found = versions::find_version(bucket, key, version_id).await?;
     conditions.check(&found.etag, found.attributes.mtime)?;
     Ok(found)
+}
+
+/// The version id a response shows for an object: its own, when it has one.
+fn shown_version(found: &Found) -> Option<String> {
+    found
+        .meta
+        .as_ref()
+        .and_then(|meta| meta.system_metadata.get(versions::VERSION_ID))
+        .cloned()
 }
 
 /// The source object of a copy: a file whose `x-amz-copy-source-if-*` conditions hold
@@ -153,9 +157,10 @@ async fn find_for_read(
 pub(crate) async fn find_copy_source(
     bucket: &BucketRef,
     key: &str,
+    version_id: Option<&str>,
     conditions: &ReadConditions<'_>,
 ) -> S3Result<Found> {
-    let source = find(bucket, key).await?;
+    let source = versions::find_version(bucket, key, version_id).await?;
     if source.attributes.kind != FileKind::File {
         return Err(s3_error!(InvalidRequest, "the copy source is a directory"));
     }
@@ -168,19 +173,85 @@ pub(crate) async fn find_copy_source(
     Ok(source)
 }
 
+/// Bytes of a body hashed in the request's task before the rest goes to a thread.
+const DIGEST_INLINE_BYTES: u64 = 1 << 20;
+/// Body pieces queued for the MD5 thread at most (each a piece as the client sent it).
+const DIGEST_QUEUE_PIECES: usize = 32;
+
+/// The MD5 of a body as it streams by. The first `DIGEST_INLINE_BYTES` are hashed in the
+/// request's task (small objects cost no thread); past that, pieces go through a bounded
+/// queue to a blocking thread, so hashing runs beside the chunking and sealing the
+/// request's task does instead of before it.
+enum BodyDigest {
+    Inline {
+        hasher: Md5,
+        bytes: u64,
+    },
+    Offloaded {
+        pieces: tokio::sync::mpsc::Sender<Bytes>,
+        digest: tokio::task::JoinHandle<[u8; 16]>,
+    },
+}
+
+impl BodyDigest {
+    fn new() -> BodyDigest {
+        BodyDigest::Inline {
+            hasher: Md5::new(),
+            bytes: 0,
+        }
+    }
+
+    async fn update(&mut self, piece: &Bytes) -> S3Result<()> {
+        match self {
+            BodyDigest::Inline { hasher, bytes } => {
+                hasher.update(piece);
+                *bytes += piece.len() as u64;
+                if *bytes >= DIGEST_INLINE_BYTES {
+                    let mut hasher = std::mem::take(hasher);
+                    let (pieces, mut queue) = tokio::sync::mpsc::channel::<Bytes>(DIGEST_QUEUE_PIECES);
+                    let digest = tokio::task::spawn_blocking(move || {
+                        while let Some(piece) = queue.blocking_recv() {
+                            hasher.update(&piece);
+                        }
+                        hasher.finalize().into()
+                    });
+                    *self = BodyDigest::Offloaded { pieces, digest };
+                }
+                Ok(())
+            }
+            BodyDigest::Offloaded { pieces, .. } => pieces
+                .send(piece.clone())
+                .await
+                .map_err(|_| s3_error!(InternalError, "the MD5 thread stopped")),
+        }
+    }
+
+    async fn finish(self) -> S3Result<[u8; 16]> {
+        match self {
+            BodyDigest::Inline { hasher, .. } => Ok(hasher.finalize().into()),
+            BodyDigest::Offloaded { pieces, digest } => {
+                drop(pieces);
+                digest
+                    .await
+                    .map_err(|error| s3_error!(InternalError, "the MD5 thread: {error}"))
+            }
+        }
+    }
+}
+
 /// Streams a request body into sealed chunks, hashing it with MD5 on the way.
 pub(crate) async fn store_body(namespace: &Namespace, body: Option<StreamingBlob>) -> S3Result<(StoredData, [u8; 16])> {
     let mut writer = namespace.object_writer().map_err(client_error)?;
-    let mut hasher = Md5::new();
+    let mut digest = BodyDigest::new();
     if let Some(mut body) = body {
         while let Some(piece) = body.next().await {
             let piece = piece.map_err(|error| s3_error!(IncompleteBody, "reading the body: {error}"))?;
-            hasher.update(&piece);
+            digest.update(&piece).await?;
             writer.push(&piece).await.map_err(client_error)?;
         }
     }
     let stored = writer.finish().await.map_err(client_error)?;
-    Ok((stored, hasher.finalize().into()))
+    Ok((stored, digest.finish().await?))
 }
 
 /// The body of a whole object, stored: one within the namespace's inline bound
@@ -192,13 +263,13 @@ pub(crate) async fn store_object_body(
     body: Option<StreamingBlob>,
 ) -> S3Result<(ObjectContent, u64, [u8; 16])> {
     let bound = namespace.options().inline_bytes_max;
-    let mut hasher = Md5::new();
+    let mut digest = BodyDigest::new();
     let mut head = Vec::new();
     let mut writer: Option<ObjectWriter<'_>> = None;
     if let Some(mut body) = body {
         while let Some(piece) = body.next().await {
             let piece = piece.map_err(|error| s3_error!(IncompleteBody, "reading the body: {error}"))?;
-            hasher.update(&piece);
+            digest.update(&piece).await?;
             if let Some(writer) = writer.as_mut() {
                 writer.push(&piece).await.map_err(client_error)?;
                 continue;
@@ -211,7 +282,7 @@ pub(crate) async fn store_object_body(
             }
         }
     }
-    let md5 = hasher.finalize().into();
+    let md5 = digest.finish().await?;
     match writer {
         Some(writer) => {
             let stored = writer.finish().await.map_err(client_error)?;
@@ -325,6 +396,10 @@ pub(crate) async fn put_object(
         }));
     }
     let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+    let status = versions::status(&bucket).await?;
+    if status != versions::Status::Unversioned {
+        versions::check_key(&path)?;
+    }
     let (content, stored_bytes, md5) = store_object_body(&bucket.namespace, input.body).await?;
     check_content_md5(input.content_md5.as_deref(), &md5)?;
     if stored_bytes > PUT_BYTES_MAX {
@@ -342,9 +417,15 @@ pub(crate) async fn put_object(
         input.content_language,
         input.cache_control,
     );
-    commit(&bucket, &path, content, headers.into_meta(etag.clone()), condition).await?;
+    let mut meta = headers.into_meta(etag.clone());
+    let version_id = versions::stamp(&mut meta, status);
+    versions::commit_write(&bucket, &path, status, condition, |condition| {
+        commit(&bucket, &path, content.clone(), meta.clone(), condition)
+    })
+    .await?;
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(etag)),
+        version_id: (status != versions::Status::Unversioned).then_some(version_id),
         ..Default::default()
     }))
 }
@@ -394,6 +475,7 @@ pub(crate) async fn get_object(
         content_length: Some((range.end - range.start) as i64),
         content_range,
         accept_ranges: Some("bytes".to_owned()),
+        version_id: shown_version(&found),
         e_tag: Some(ETag::Strong(found.etag)),
         last_modified: Some(meta::timestamp(found.attributes.mtime)),
         content_type: shown.content_type,
@@ -427,6 +509,7 @@ pub(crate) async fn head_object(
         content_length: Some(length as i64),
         content_range,
         accept_ranges: Some("bytes".to_owned()),
+        version_id: shown_version(&found),
         e_tag: Some(ETag::Strong(found.etag)),
         last_modified: Some(meta::timestamp(found.attributes.mtime)),
         content_type: shown.content_type,
@@ -437,6 +520,32 @@ pub(crate) async fn head_object(
         cache_control: shown.cache_control,
         ..Default::default()
     }))
+}
+
+/// Removes the object at `path` if `condition` holds, and prunes the directories left
+/// empty above it (a versioned bucket's delete of the current version; the namespace's
+/// refusal comes back as it is).
+pub(crate) async fn remove_object(
+    bucket: &BucketRef,
+    path: &KeyPath<'_>,
+    condition: ObjectCondition,
+) -> Result<(), ClientError> {
+    let dirs = match parent_dirs(bucket, path, false).await {
+        Ok(Some(dirs)) => dirs,
+        Ok(None) => return Err(ClientError::Namespace(NamespaceError::NotFound)),
+        Err(_) => return Err(ClientError::Namespace(NamespaceError::NotFound)),
+    };
+    let delta = Delta::ObjectDelete {
+        parent: dirs[dirs.len() - 1],
+        name: path.name().as_bytes().to_vec(),
+        condition,
+        ctime: now(),
+    };
+    bucket.namespace.propose(&delta).await?;
+    if let Err(error) = prune(bucket, path, &dirs).await {
+        tracing::debug!(%error, "pruning directories after a delete");
+    }
+    Ok(())
 }
 
 /// Deletes `key` (absent keys are fine, as S3 has it) and prunes directories left empty
@@ -473,8 +582,14 @@ pub(crate) async fn delete_key(bucket: &BucketRef, key: &str) -> S3Result<()> {
         )) => return Ok(()),
         Err(error) => return Err(client_error(error)),
     }
-    // Prune: directories made on demand for keys vanish with their last key, unless an
-    // upload in progress will put its object there.
+    prune(bucket, &path, &dirs).await
+}
+
+/// Prunes the directories above `path` (`dirs`, from the bucket down) that are empty:
+/// directories made on demand for keys vanish with their last key, unless an upload in
+/// progress will put its object there.
+async fn prune(bucket: &BucketRef, path: &KeyPath<'_>, dirs: &[InodeId]) -> S3Result<()> {
+    let namespace = &bucket.namespace;
     if dirs.len() == 1 {
         return Ok(());
     }
@@ -503,11 +618,26 @@ pub(crate) async fn delete_object(
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let bucket = gateway.bucket(&req, &req.input.bucket).await?;
-    if req.input.version_id.as_deref().is_some_and(|version| version != "null") {
-        return Ok(S3Response::new(DeleteObjectOutput::default()));
+    let deleted = delete_one(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
+    Ok(S3Response::new(DeleteObjectOutput {
+        delete_marker: deleted.as_ref().map(|deleted| deleted.delete_marker),
+        version_id: deleted.map(|deleted| deleted.version_id),
+        ..Default::default()
+    }))
+}
+
+/// Deletes a key or one version of it; `None` when the bucket had no versions to say
+/// anything about.
+async fn delete_one(bucket: &BucketRef, key: &str, version_id: Option<&str>) -> S3Result<Option<versions::Deleted>> {
+    let status = versions::status(bucket).await?;
+    if let Some(deleted) = versions::delete(bucket, key, version_id, status).await? {
+        return Ok(Some(deleted));
     }
-    delete_key(&bucket, &req.input.key).await?;
-    Ok(S3Response::new(DeleteObjectOutput::default()))
+    match version_id {
+        // A directory marker: only its `null` version exists.
+        Some(version_id) if version_id != versions::NULL_VERSION => Ok(None),
+        _ => delete_key(bucket, key).await.map(|()| None),
+    }
 }
 
 pub(crate) async fn delete_objects(
@@ -519,12 +649,15 @@ pub(crate) async fn delete_objects(
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for object in &req.input.delete.objects {
-        match delete_key(&bucket, &object.key).await {
-            Ok(()) if quiet => {}
-            Ok(()) => deleted.push(DeletedObject {
+        match delete_one(&bucket, &object.key, object.version_id.as_deref()).await {
+            Ok(_) if quiet => {}
+            Ok(outcome) => deleted.push(DeletedObject {
                 key: Some(object.key.clone()),
                 version_id: object.version_id.clone(),
-                ..Default::default()
+                delete_marker: outcome.as_ref().map(|outcome| outcome.delete_marker),
+                delete_marker_version_id: outcome
+                    .filter(|outcome| outcome.delete_marker && object.version_id.is_none())
+                    .map(|outcome| outcome.version_id),
             }),
             Err(error) => errors.push(Error {
                 key: Some(object.key.clone()),
@@ -583,23 +716,22 @@ pub(crate) async fn copy_bytes(
     store_body(destination, Some(body)).await
 }
 
-/// The source of a copy: its bucket (the caller's) and key.
+/// The source of a copy: its bucket (the caller's), key and version id.
 pub(crate) async fn copy_source<T>(
     gateway: &S3Gateway,
     req: &S3Request<T>,
     source: &CopySource,
-) -> S3Result<(BucketRef, String)> {
+) -> S3Result<(BucketRef, String, Option<String>)> {
     match source {
         CopySource::Bucket {
             bucket,
             key,
             version_id,
-        } => {
-            if version_id.as_deref().is_some_and(|version| version != "null") {
-                return Err(s3_error!(NoSuchVersion));
-            }
-            Ok((gateway.bucket(req, bucket).await?, key.to_string()))
-        }
+        } => Ok((
+            gateway.bucket(req, bucket).await?,
+            key.to_string(),
+            version_id.as_deref().map(str::to_owned),
+        )),
         CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => {
             Err(s3_error!(NotImplemented, "copies from access points"))
         }
@@ -611,13 +743,13 @@ pub(crate) async fn copy_object(
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let bucket = gateway.bucket(&req, &req.input.bucket).await?;
-    let (source_bucket, source_key) = copy_source(gateway, &req, &req.input.copy_source).await?;
+    let (source_bucket, source_key, source_version) = copy_source(gateway, &req, &req.input.copy_source).await?;
     let input = req.input;
     let replace = input
         .metadata_directive
         .as_ref()
         .is_some_and(|directive| directive.as_str() == MetadataDirective::REPLACE);
-    if source_bucket.dir == bucket.dir && source_key == input.key && !replace {
+    if source_bucket.dir == bucket.dir && source_key == input.key && !replace && source_version.is_none() {
         return Err(s3_error!(
             InvalidRequest,
             "copying an object onto itself needs a metadata directive of REPLACE"
@@ -636,7 +768,11 @@ pub(crate) async fn copy_object(
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    let source = find_copy_source(&source_bucket, &source_key, &conditions).await?;
+    let source = find_copy_source(&source_bucket, &source_key, source_version.as_deref(), &conditions).await?;
+    let status = versions::status(&bucket).await?;
+    if status != versions::Status::Unversioned {
+        versions::check_key(&path)?;
+    }
     let size = source.attributes.size_bytes;
     let (content, etag) = match extents_of(&source_bucket.namespace, source.inode, 0, size).await? {
         Some(extents) => (ObjectContent::Extents(extents), source.etag.clone()),
@@ -646,7 +782,7 @@ pub(crate) async fn copy_object(
             (content, meta::hex(&md5))
         }
     };
-    let meta = match replace {
+    let mut meta = match replace {
         true => StoredHeaders::new(
             input.content_type,
             input.metadata,
@@ -662,8 +798,14 @@ pub(crate) async fn copy_object(
             meta
         }
     };
-    commit(&bucket, &path, content, meta, ObjectCondition::Any).await?;
+    let version_id = versions::stamp(&mut meta, status);
+    versions::commit_write(&bucket, &path, status, ObjectCondition::Any, |condition| {
+        commit(&bucket, &path, content.clone(), meta.clone(), condition)
+    })
+    .await?;
     Ok(S3Response::new(CopyObjectOutput {
+        version_id: (status != versions::Status::Unversioned).then_some(version_id),
+        copy_source_version_id: source_version.or_else(|| shown_version(&source)),
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(ETag::Strong(etag)),
             last_modified: Some(meta::timestamp(now())),
