@@ -487,6 +487,12 @@ def versioning():
     A.create_bucket(Bucket="history")
     check("a new bucket starts unversioned", "Status" not in A.get_bucket_versioning(Bucket="history"))
     check("with no versions", all_versions("history") == [])
+    # A key written once after versioning is on lists its own version id.
+    A.put_bucket_versioning(Bucket="history", VersioningConfiguration={"Status": "Enabled"})
+    first = A.put_object(Bucket="history", Key="once", Body=b"1")["VersionId"]
+    check("a single version is listed by its id", all_versions("history")[0][1:3] == (first, True))
+    A.delete_object(Bucket="history", Key="once", VersionId=first)
+    check("and deleted by it", all_versions("history") == [])
     A.delete_bucket(Bucket="history")
 
 

@@ -5,7 +5,7 @@
 //! listed parts and their sizes against the stored ones and commits the object in one
 //! `MultipartComplete` (I-S1). Abort drops the parts; their chunks lose their references.
 
-use kiseki_namespace::{CompletedPart, Delta, UploadId, UploadInfo};
+use kiseki_namespace::{CompletedPart, Delta, NamespaceError, ObjectCondition, UploadId, UploadInfo};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
@@ -302,16 +302,26 @@ pub(crate) async fn complete(
             attributes: new_attributes(0o644),
             condition,
         };
-        let namespace = &bucket.namespace;
+        let (bucket, key) = (&bucket, &input.key);
         async move {
-            namespace
-                .propose(&delta)
-                .await
-                .map(|_| ())
-                .map_err(|error| match error {
-                    kiseki_client::ClientError::Namespace(error) => namespace_error(error),
-                    error => client_error(error),
-                })
+            let kept_version = matches!(
+                delta,
+                Delta::MultipartComplete {
+                    condition: ObjectCondition::IfVersion { .. },
+                    ..
+                }
+            );
+            match bucket.namespace.propose(&delta).await {
+                Ok(_) => Ok(()),
+                // The version kept was deleted meanwhile: a lost race while the upload
+                // is still there (tried again), else the upload is gone.
+                Err(kiseki_client::ClientError::Namespace(NamespaceError::NotFound)) if kept_version => {
+                    find_upload(bucket, key, id).await?;
+                    Err(s3_error!(PreconditionFailed, "the key changed during the completion"))
+                }
+                Err(kiseki_client::ClientError::Namespace(error)) => Err(namespace_error(error)),
+                Err(error) => Err(client_error(error)),
+            }
         }
     })
     .await?;

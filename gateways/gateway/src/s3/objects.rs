@@ -523,17 +523,15 @@ pub(crate) async fn head_object(
 }
 
 /// Removes the object at `path` if `condition` holds, and prunes the directories left
-/// empty above it (a versioned bucket's delete of the current version; the namespace's
-/// refusal comes back as it is).
+/// empty above it (a versioned bucket's delete of the current version). The namespace's
+/// refusal comes back inside, as it is; any other failure is the outer error.
 pub(crate) async fn remove_object(
     bucket: &BucketRef,
     path: &KeyPath<'_>,
     condition: ObjectCondition,
-) -> Result<(), ClientError> {
-    let dirs = match parent_dirs(bucket, path, false).await {
-        Ok(Some(dirs)) => dirs,
-        Ok(None) => return Err(ClientError::Namespace(NamespaceError::NotFound)),
-        Err(_) => return Err(ClientError::Namespace(NamespaceError::NotFound)),
+) -> S3Result<Result<(), NamespaceError>> {
+    let Some(dirs) = parent_dirs(bucket, path, false).await? else {
+        return Ok(Err(NamespaceError::NotFound));
     };
     let delta = Delta::ObjectDelete {
         parent: dirs[dirs.len() - 1],
@@ -541,11 +539,15 @@ pub(crate) async fn remove_object(
         condition,
         ctime: now(),
     };
-    bucket.namespace.propose(&delta).await?;
+    match bucket.namespace.propose(&delta).await {
+        Ok(_) => {}
+        Err(ClientError::Namespace(refused)) => return Ok(Err(refused)),
+        Err(error) => return Err(client_error(error)),
+    }
     if let Err(error) = prune(bucket, path, &dirs).await {
         tracing::debug!(%error, "pruning directories after a delete");
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Deletes `key` (absent keys are fine, as S3 has it) and prunes directories left empty
@@ -656,7 +658,7 @@ pub(crate) async fn delete_objects(
                 version_id: object.version_id.clone(),
                 delete_marker: outcome.as_ref().map(|outcome| outcome.delete_marker),
                 delete_marker_version_id: outcome
-                    .filter(|outcome| outcome.delete_marker && object.version_id.is_none())
+                    .filter(|outcome| outcome.delete_marker)
                     .map(|outcome| outcome.version_id),
             }),
             Err(error) => errors.push(Error {

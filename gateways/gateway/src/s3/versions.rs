@@ -170,7 +170,12 @@ impl KeyTree {
 
 async fn key_tree(bucket: &BucketRef, path: &KeyPath<'_>, create: bool) -> S3Result<Option<KeyTree>> {
     let mut names = bucket_tree(bucket);
-    names.extend(tree_names(path)?);
+    match tree_names(path) {
+        Ok(tree) => names.extend(tree),
+        // A key that cannot have versions has none (writes check the key first).
+        Err(_) if !create => return Ok(None),
+        Err(error) => return Err(error),
+    }
     Ok(descend(&bucket.namespace, &names, create)
         .await?
         .map(|dirs| KeyTree { names, dirs }))
@@ -285,12 +290,31 @@ async fn keep_current(
     })
 }
 
-/// Removes the `null` entry of a key's version directory, if any (the `null` version a
-/// suspended bucket's write replaced).
-async fn drop_null_entry(bucket: &BucketRef, path: &KeyPath<'_>) -> S3Result<()> {
+/// The inode the `null` entry of a key's version directory names, if any.
+async fn null_entry(bucket: &BucketRef, path: &KeyPath<'_>) -> S3Result<Option<InodeId>> {
+    let Some(tree) = key_tree(bucket, path, false).await? else {
+        return Ok(None);
+    };
+    match bucket.namespace.lookup(tree.dir(), NULL_VERSION.as_bytes()).await {
+        Ok((inode, _)) => Ok(Some(inode)),
+        Err(ClientError::Namespace(NamespaceError::NotFound)) => Ok(None),
+        Err(error) => Err(client_error(error)),
+    }
+}
+
+/// Removes the `null` entry of a key's version directory if it still names `replaced`
+/// (the `null` version a suspended bucket's write replaced); one made meanwhile (a
+/// concurrent delete's marker, a version kept by a writer) stays.
+async fn drop_null_entry(bucket: &BucketRef, path: &KeyPath<'_>, replaced: Option<InodeId>) -> S3Result<()> {
+    let Some(replaced) = replaced else {
+        return Ok(());
+    };
     let Some(tree) = key_tree(bucket, path, false).await? else {
         return Ok(());
     };
+    if null_entry(bucket, path).await? != Some(replaced) {
+        return Ok(());
+    }
     match bucket.namespace.unlink_at(tree.dir(), NULL_VERSION.as_bytes()).await {
         Ok(()) => {
             prune_tree(&bucket.namespace, &tree).await;
@@ -335,12 +359,14 @@ where
         return commit(condition).await;
     }
     for attempt in 1..=WRITE_ATTEMPTS_MAX {
+        let replaced_null = match status {
+            Status::Suspended => null_entry(bucket, path).await?,
+            Status::Unversioned | Status::Enabled => None,
+        };
         let kept = keep_current(bucket, path, status, &condition).await?;
         match commit(kept).await {
             Ok(()) => {
-                if status == Status::Suspended {
-                    drop_null_entry(bucket, path).await?;
-                }
+                drop_null_entry(bucket, path, replaced_null).await?;
                 return Ok(());
             }
             Err(error) if *error.code() == s3s::S3ErrorCode::PreconditionFailed && attempt < WRITE_ATTEMPTS_MAX => {
@@ -442,6 +468,7 @@ async fn hide(bucket: &BucketRef, path: &KeyPath<'_>, status: Status) -> S3Resul
         uid: 0,
         gid: 0,
     };
+    let mut marked = false;
     for _ in 0..RACE_ATTEMPTS_MAX {
         let Some(tree) = key_tree(bucket, path, true).await? else {
             continue;
@@ -456,16 +483,25 @@ async fn hide(bucket: &BucketRef, path: &KeyPath<'_>, status: Status) -> S3Resul
             .symlink_at(tree.dir(), version_id.as_bytes(), DELETE_MARKER_TARGET, creator)
             .await
         {
-            Ok(_) => break,
+            Ok(_) => {
+                marked = true;
+                break;
+            }
             Err(ClientError::Namespace(NamespaceError::NotFound)) => continue,
             Err(error) => return Err(client_error(error)),
         }
     }
+    if !marked {
+        return Err(s3_error!(
+            ServiceUnavailable,
+            "the key's version directory keeps disappearing"
+        ));
+    }
     if matches!(kept, ObjectCondition::IfVersion { .. }) {
         // A write that replaced the current version meanwhile wins over the marker.
-        match objects::remove_object(bucket, path, kept).await {
-            Ok(()) | Err(ClientError::Namespace(NamespaceError::PreconditionFailed | NamespaceError::NotFound)) => {}
-            Err(error) => return Err(client_error(error)),
+        match objects::remove_object(bucket, path, kept).await? {
+            Ok(()) | Err(NamespaceError::PreconditionFailed | NamespaceError::NotFound) => {}
+            Err(error) => return Err(client_error(ClientError::Namespace(error))),
         }
     }
     Ok(Deleted {
@@ -478,21 +514,25 @@ async fn hide(bucket: &BucketRef, path: &KeyPath<'_>, status: Status) -> S3Resul
 async fn delete_version(bucket: &BucketRef, path: &KeyPath<'_>, version_id: &str) -> S3Result<Deleted> {
     let namespace = &bucket.namespace;
     let mut delete_marker = false;
+    // The current version, when it is the one named: the tree's entry of that id goes
+    // too only if it is the same inode (two `null` versions exist when an upload begun
+    // before versioning completes after it; one delete removes one).
+    let mut removed_current = None;
     if let Some((found, _)) = current(bucket, path).await? {
         if version_of(found.meta.as_ref()) == version_id {
             let condition = ObjectCondition::IfVersion {
                 inode: found.inode,
                 generation: found.attributes.generation,
             };
-            match objects::remove_object(bucket, path, condition).await {
-                Ok(()) | Err(ClientError::Namespace(NamespaceError::NotFound)) => {}
-                Err(ClientError::Namespace(NamespaceError::PreconditionFailed)) => {
+            match objects::remove_object(bucket, path, condition).await? {
+                Ok(()) | Err(NamespaceError::NotFound) => removed_current = Some(found.inode),
+                Err(NamespaceError::PreconditionFailed) => {
                     return Err(s3_error!(
                         ServiceUnavailable,
                         "the version changed while it was deleted; try again"
                     ))
                 }
-                Err(error) => return Err(client_error(error)),
+                Err(error) => return Err(client_error(ClientError::Namespace(error))),
             }
         }
     }
@@ -503,6 +543,7 @@ async fn delete_version(bucket: &BucketRef, path: &KeyPath<'_>, version_id: &str
         });
     };
     match namespace.lookup(tree.dir(), version_id.as_bytes()).await {
+        Ok((inode, _)) if removed_current.is_some_and(|current| current != inode) => {}
         Ok((_, attributes)) => {
             delete_marker = attributes.kind == FileKind::Symlink;
             match namespace.unlink_at(tree.dir(), version_id.as_bytes()).await {
@@ -778,7 +819,8 @@ pub(crate) async fn list(
     input: &ListObjectVersionsInput,
     max_keys: usize,
 ) -> S3Result<Option<VersionPage>> {
-    if descend(&bucket.namespace, &bucket_tree(bucket), false).await?.is_none() {
+    let has_tree = descend(&bucket.namespace, &bucket_tree(bucket), false).await?.is_some();
+    if !has_tree && status(bucket).await? == Status::Unversioned {
         return Ok(None);
     }
     let prefix = input.prefix.clone().unwrap_or_default();
@@ -875,12 +917,9 @@ async fn key_rows(bucket: &BucketRef, key: &str, path: &KeyPath<'_>) -> S3Result
     let current = current(bucket, path)
         .await?
         .map(|(found, _)| (found.inode, found.attributes, found.etag));
-    let entries = match key_tree(bucket, path, false).await {
-        Ok(Some(tree)) => all_names(&bucket.namespace, tree.dir()).await?,
-        Ok(None) => Vec::new(),
-        // A key that cannot have versions has only its current one.
-        Err(error) if *error.code() == s3s::S3ErrorCode::KeyTooLongError => Vec::new(),
-        Err(error) => return Err(error),
+    let entries = match key_tree(bucket, path, false).await? {
+        Some(tree) => all_names(&bucket.namespace, tree.dir()).await?,
+        None => Vec::new(),
     };
     rows_of(&bucket.namespace, key, entries, current).await
 }
