@@ -5,7 +5,8 @@
 //! tenants file ([`config`])), the S3 service: SigV4 authentication against each tenant's
 //! access keys, buckets as top-level directories of the tenant's namespace, objects
 //! as files under them ([`s3::paths`] documents the key ↔ path mapping), listings in key
-//! order, multipart uploads, copies that reuse the source's chunks, and the HTTP server
+//! order, multipart uploads, bucket versioning (`s3::versions`: a version tree of hard
+//! links beside the buckets), copies that reuse the source's chunks, and the HTTP server
 //! around it ([`server`]: bounded requests in flight, request ids, browser POST uploads
 //! refused). Chunking, encryption and erasure coding happen here, in the gateway, through
 //! `kiseki-client`: storage nodes only ever see sealed fragments.
@@ -19,6 +20,9 @@
 //!   leaves the previous object intact.
 //! - I-S2: a request on a bucket the caller's tenant does not own is refused
 //!   (`AccessDenied`) before it touches any namespace.
+//! - I-S3: in a versioned bucket no acknowledged version is lost: the current version is
+//!   linked into the version tree before the delta that replaces or hides it, which
+//!   commits only while the key still holds that inode.
 //! - Memory per request is bounded whatever the object's size: bodies stream through the
 //!   chunker's window and a bounded number of chunks in flight.
 //!
