@@ -30,16 +30,6 @@ impl Rng {
     }
 }
 
-fn json(cluster: &Cluster, arguments: &[&str]) -> serde_json::Value {
-    let output = cluster.admin(arguments);
-    assert!(
-        output.status.success(),
-        "kiseki {arguments:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 /// What `get` returns for `remote`, or `None` if the file does not exist.
 fn read(cluster: &Cluster, remote: &str) -> Option<Vec<u8>> {
     let output = cluster.kiseki(&["get", remote], None);
@@ -136,25 +126,25 @@ fn sigkill_of_writer_or_node_loses_nothing_acknowledged_and_gc_leaks_nothing() {
     assert!(!acknowledged.is_empty(), "some puts must have been acknowledged");
     check_files(&cluster, &acknowledged, &killed);
 
-    let repair = json(&cluster, &["repair", "--json"]);
+    let repair = cluster.admin_json(&["repair", "--json"]);
     assert_eq!(repair["chunks_waiting"].as_u64().unwrap(), 0, "{repair}");
-    let status = json(&cluster, &["status", "--json"]);
+    let status = cluster.admin_json(&["status", "--json"]);
     assert_eq!(status["chunks"]["degraded"].as_u64().unwrap(), 0, "{status}");
     assert_eq!(status["chunks"]["lost"].as_u64().unwrap(), 0, "{status}");
 
     // Nothing writes now, so no grace is needed between the two walks.
-    let gc = json(&cluster, &["gc", "--grace-s", "0", "--json"]);
+    let gc = cluster.admin_json(&["gc", "--grace-s", "0", "--json"]);
     assert!(gc["nodes_down"].as_array().unwrap().is_empty(), "{gc}");
     assert_eq!(gc["fragments_deleted"], gc["fragments_unreferenced"], "{gc}");
     eprintln!("gc: {gc}");
-    let again = json(&cluster, &["gc", "--grace-s", "0", "--dry-run", "--json"]);
+    let again = cluster.admin_json(&["gc", "--grace-s", "0", "--dry-run", "--json"]);
     assert_eq!(
         again["fragments_unreferenced"].as_u64().unwrap(),
         0,
         "no fragment leaked: {again}"
     );
     check_files(&cluster, &acknowledged, &killed);
-    let status = json(&cluster, &["status", "--json"]);
+    let status = cluster.admin_json(&["status", "--json"]);
     assert_eq!(
         status["chunks"]["degraded"].as_u64().unwrap(),
         0,

@@ -358,37 +358,20 @@ fn gateway_killed_mid_upload(cluster: &Cluster, endpoint: &str, a: &Tenant, scra
 /// fragments and nothing that an object still names.
 fn aborted_parts_are_reclaimed(cluster: &Cluster, endpoint: &str, a: &Tenant, scratch: &Path) {
     // Nothing writes during these collections, so no grace is needed between the walks.
-    let admin = |arguments: &[&str]| -> serde_json::Value {
-        let output = cluster.admin(arguments);
-        assert!(
-            output.status.success(),
-            "kiseki {arguments:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
-    };
     let gc = |extra: &[&str]| -> serde_json::Value {
         let mut arguments = vec!["gc", "--grace-s", "0", "--json"];
         arguments.extend_from_slice(extra);
-        admin(&arguments)
+        cluster.admin_json(&arguments)
     };
     let unreferenced = |summary: &serde_json::Value| summary["fragments_unreferenced"].as_u64().unwrap();
     // What earlier steps left (the killed gateway's half-written object) goes first.
     gc(&[]);
     // Bytes of its own, so no chunk of the part is shared with an object.
-    let mut state = std::time::SystemTime::now()
+    let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_nanos() as u64
-        | 1;
-    let data: Vec<u8> = (0..(6usize << 20))
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+        .as_nanos() as u64;
+    let data = common::file_bytes(6 << 20, seed, b"");
     let part = scratch.join("reclaimed-part.bin");
     std::fs::write(&part, &data).unwrap();
     let key = ["--bucket", "cli-tree", "--key", "reclaimed/object"];
@@ -416,7 +399,7 @@ fn aborted_parts_are_reclaimed(cluster: &Cluster, endpoint: &str, a: &Tenant, sc
     );
     let again = gc(&["--dry-run"]);
     assert_eq!(unreferenced(&again), 0, "{again}");
-    let status = admin(&["status", "--json"]);
+    let status = cluster.admin_json(&["status", "--json"]);
     assert_eq!(
         status["chunks"]["degraded"].as_u64().unwrap(),
         0,

@@ -214,6 +214,18 @@ impl Cluster {
         }
     }
 
+    /// Runs an admin command that must succeed and prints one JSON object (`status
+    /// --json`, `gc --json`); that object.
+    pub fn admin_json(&self, arguments: &[&str]) -> serde_json::Value {
+        let output = self.admin(arguments);
+        assert!(
+            output.status.success(),
+            "kiseki {arguments:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
     /// Runs an admin command (`status`, `repair`): the cluster, no key file.
     pub fn admin(&self, arguments: &[&str]) -> std::process::Output {
         Command::new(KISEKI)

@@ -292,10 +292,15 @@ async fn keep_current(
 
 /// The inode the `null` entry of a key's version directory names, if any.
 async fn null_entry(bucket: &BucketRef, path: &KeyPath<'_>) -> S3Result<Option<InodeId>> {
-    let Some(tree) = key_tree(bucket, path, false).await? else {
-        return Ok(None);
-    };
-    match bucket.namespace.lookup(tree.dir(), NULL_VERSION.as_bytes()).await {
+    match key_tree(bucket, path, false).await? {
+        Some(tree) => null_entry_in(&bucket.namespace, &tree).await,
+        None => Ok(None),
+    }
+}
+
+/// The inode the `null` entry of `tree`'s key directory names, if any.
+async fn null_entry_in(namespace: &Namespace, tree: &KeyTree) -> S3Result<Option<InodeId>> {
+    match namespace.lookup(tree.dir(), NULL_VERSION.as_bytes()).await {
         Ok((inode, _)) => Ok(Some(inode)),
         Err(ClientError::Namespace(NamespaceError::NotFound)) => Ok(None),
         Err(error) => Err(client_error(error)),
@@ -312,7 +317,7 @@ async fn drop_null_entry(bucket: &BucketRef, path: &KeyPath<'_>, replaced: Optio
     let Some(tree) = key_tree(bucket, path, false).await? else {
         return Ok(());
     };
-    if null_entry(bucket, path).await? != Some(replaced) {
+    if null_entry_in(&bucket.namespace, &tree).await? != Some(replaced) {
         return Ok(());
     }
     match bucket.namespace.unlink_at(tree.dir(), NULL_VERSION.as_bytes()).await {
