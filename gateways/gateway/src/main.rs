@@ -140,12 +140,11 @@ async fn connect(options: &S3Options, shard: u64, keys: KeyMaterial) -> anyhow::
             let durability = options
                 .durability
                 .unwrap_or_else(|| kiseki_client::default_durability(devices));
-            let namespace = Namespace::new(
-                client,
-                shard,
-                keys.clone(),
-                kiseki_client::NamespaceOptions::with_durability(durability),
-            )?;
+            let options = kiseki_client::NamespaceOptions {
+                chunks_in_flight_max: kiseki_gateway::s3::CHUNKS_IN_FLIGHT_PER_REQUEST,
+                ..kiseki_client::NamespaceOptions::with_durability(durability)
+            };
+            let namespace = Namespace::new(client, shard, keys.clone(), options)?;
             namespace.getattr(kiseki_namespace::InodeId::ROOT).await?;
             Ok::<_, kiseki_client::ClientError>(namespace)
         };

@@ -187,7 +187,8 @@ impl Tenants {
     async fn open(&self, source: &ControlSource, tenant: &str) -> Result<Arc<Tenant>, ClientError> {
         let info = source.control.resolve_namespace(tenant, &source.namespace).await?;
         let keys = fetch_keys(&source.keyserver, tenant, info.settings.dedup).await?;
-        let options = namespace_options(&info, source.client.pool().devices().len())?;
+        let mut options = namespace_options(&info, source.client.pool().devices().len())?;
+        options.chunks_in_flight_max = crate::s3::CHUNKS_IN_FLIGHT_PER_REQUEST;
         let namespace = Namespace::new(source.client.clone(), info.shard, Arc::new(keys), options)?;
         tracing::info!(tenant, namespace = %source.namespace, shard = info.shard, "serving tenant");
         Ok(Arc::new(Tenant {

@@ -24,6 +24,13 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use crate::tenants::{Tenant, Tenants};
 use errors::client_error;
 
+/// Chunks of one PUT (or part) whose fragments are written at once: twice a file's
+/// default. A request's chunks wait on the devices' flushes, and with 4 in flight a
+/// single 64 MiB PUT kept too few bytes queued to share them (0.084 GB/s against 0.145
+/// with 8 and 0.143 with 16, `kiseki bench s3`, 2026-12-07). Memory: at most
+/// `requests_in_flight_max` × 8 chunks of fragments (1.5 MiB each on average with 4+2).
+pub const CHUNKS_IN_FLIGHT_PER_REQUEST: usize = 8;
+
 /// The S3 service of every tenant.
 #[derive(Clone, Debug)]
 pub struct S3Gateway {
