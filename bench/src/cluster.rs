@@ -1,13 +1,13 @@
 //! A local cluster of real `kiseki-server` processes on file-backed devices.
 //!
 //! Node `n` (from 1) listens on 127.0.0.`n`, core `c` on `port_base + c`; its devices are
-//! `node<n>.dev`, `node<n>-1.dev`, ... in the cluster's directory (sparse files, formatted
-//! by `kiseki-server format`) and its log (stderr) `node<n>.log`. Each node
-//! process starts with a CPU affinity of its own cores' worth of CPUs where the machine
-//! has them (wrapping around where it does not), so that one-core nodes do not all pin
-//! their core 0 to the same CPU. Dropping the cluster stops every node (SIGTERM, then
-//! SIGKILL after a grace period) and removes the directory. Nodes log warnings and
-//! errors (`$KISEKI_BENCH_SERVER_LOG` sets another filter, as `RUST_LOG` would).
+//! `node<n>.dev`, `node<n>-1.dev`, ... in the cluster's directory (sparse files but for an
+//! optional written head, formatted by `kiseki-server format`) and its log (stderr)
+//! `node<n>.log`. Each node process starts with a CPU affinity of its own cores' worth of
+//! CPUs where the machine has them (wrapping around where it does not), so that one-core
+//! nodes do not all pin their core 0 to the same CPU. Dropping the cluster stops every
+//! node (SIGTERM, then SIGKILL after a grace period) and removes the directory. Nodes log
+//! warnings and errors (`$KISEKI_BENCH_SERVER_LOG` sets another filter, as `RUST_LOG` would).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -33,6 +33,11 @@ pub(crate) struct ClusterSpec {
     /// Size of each device file, a sparse file: disk space is taken as the store
     /// writes, so this bounds the store, not the disk space used.
     pub device_bytes: u64,
+    /// Bytes at the start of each device file written (zeros, flushed) before it is
+    /// formatted, as a raw device's blocks already are: the store's first writes there
+    /// then pay no block allocation or unwritten-extent conversion in the file system.
+    /// 0 leaves the whole file sparse.
+    pub device_prewrite_bytes: u64,
 }
 
 struct Node {
@@ -53,6 +58,21 @@ const SEGMENT_SIZE: &str = "32MiB";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a node may take to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// Writes `bytes` zeros at the start of `file` and flushes them.
+fn prewrite(file: &File, bytes: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    const PIECE_BYTES: usize = 8 << 20;
+    let zeros = vec![0u8; PIECE_BYTES];
+    let mut writer = file;
+    let mut left = bytes;
+    while left > 0 {
+        let piece = left.min(PIECE_BYTES as u64) as usize;
+        writer.write_all(&zeros[..piece])?;
+        left -= piece as u64;
+    }
+    file.sync_all()
+}
 
 /// The device files of node `node` (from 1): `node<n>.dev`, then `node<n>-<i>.dev`.
 fn device_paths(directory: &Path, node: usize, devices: usize) -> Vec<PathBuf> {
@@ -97,7 +117,10 @@ impl LocalCluster {
         for device in (1..=spec.nodes).flat_map(|node| device_paths(directory, node, spec.devices)) {
             // Sparse: `format --size` would allocate the whole file up front.
             File::create(&device)
-                .and_then(|file| file.set_len(spec.device_bytes))
+                .and_then(|file| {
+                    prewrite(&file, spec.device_prewrite_bytes.min(spec.device_bytes))?;
+                    file.set_len(spec.device_bytes)
+                })
                 .with_context(|| format!("creating {}", device.display()))?;
             let mut format = Command::new(server);
             format

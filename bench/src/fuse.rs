@@ -188,6 +188,7 @@ pub fn run(options: &FuseOptions) -> anyhow::Result<FuseReport> {
         devices: 6,
         shards: options.cores as u64,
         device_bytes: options.device_bytes,
+        device_prewrite_bytes: 0,
     };
     let cluster_dir = work.path().join("cluster");
     let cluster = LocalCluster::start(&options.server, &cluster_dir, &spec).context("the cluster did not start")?;

@@ -271,6 +271,7 @@ fn measure(options: &IoOptions, topology: Topology, work: &Path) -> anyhow::Resu
         devices: DEVICES_TOTAL_MIN.div_ceil(topology.nodes),
         shards: (topology.nodes * topology.cores) as u64,
         device_bytes: options.device_bytes,
+        device_prewrite_bytes: 0,
     };
     let directory = work.join(topology.to_string());
     let cluster = LocalCluster::start(&options.server, &directory, &spec).context("the cluster did not start")?;

@@ -266,6 +266,7 @@ fn measure(
         devices: 1,
         shards: options.shards_per_core * (topology.nodes * topology.cores) as u64,
         device_bytes: options.device_bytes,
+        device_prewrite_bytes: 0,
     };
     let directory = work.join(format!("{topology}-{}", scope.name()));
     eprintln!("meta: {topology} {}: starting {} node(s)", scope.name(), topology.nodes);

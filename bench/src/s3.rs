@@ -50,6 +50,10 @@ pub struct S3Options {
     pub small_requests: usize,
     /// Size of each device file (sparse).
     pub device_bytes: u64,
+    /// Bytes at the start of each device file written before the run (what the run's
+    /// objects take, so none of its writes lands on a block the file system must first
+    /// allocate; see `ClusterSpec::device_prewrite_bytes`).
+    pub device_prewrite_bytes: u64,
 }
 
 impl S3Options {
@@ -66,6 +70,8 @@ impl S3Options {
             large_objects_min: 8,
             small_requests: 4_000,
             device_bytes: 8 << 30,
+            // 88 objects of 64 MiB in all, 1.5× as fragments over 6 devices: 1.4 GiB each.
+            device_prewrite_bytes: 2 << 30,
         }
     }
 
@@ -77,6 +83,7 @@ impl S3Options {
             large_objects_min: 4,
             small_requests: 200,
             device_bytes: 2 << 30,
+            device_prewrite_bytes: 256 << 20,
             ..S3Options::full(server, gateway, s3s_fs)
         }
     }
@@ -183,6 +190,7 @@ pub fn run(options: &S3Options) -> anyhow::Result<S3Report> {
         devices: 6,
         shards: 1,
         device_bytes: options.device_bytes,
+        device_prewrite_bytes: options.device_prewrite_bytes,
     };
     let cluster_dir = work.path().join("cluster");
     let cluster = LocalCluster::start(&options.server, &cluster_dir, &spec).context("the cluster did not start")?;
