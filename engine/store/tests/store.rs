@@ -212,6 +212,56 @@ fn unclean_stop_replays_the_log() {
     });
 }
 
+/// Tombstones for many fragments share batches and flushes, skip what is absent, and
+/// replay after an unclean stop.
+#[test]
+fn deleting_many_fragments_shares_batches_and_replays() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = device(directory.path(), 32, 256);
+    let first = path.clone();
+    run(async move {
+        let store = FragmentStore::open(&first, 0, small_config()).await.unwrap();
+        for key in 0..300u64 {
+            store.put(locator(key), &payload(key, 100)).await.unwrap();
+        }
+        let before = store.stats();
+        // 0..200 present, 1000..1050 never stored; 200 present in groups of 64.
+        let doomed: Vec<Locator> = (0..200u64).chain(1000..1050).map(locator).collect();
+        store.delete_present(&doomed).await.unwrap();
+        let after = store.stats();
+        // Four groups of at most 64; background compaction may add batches of its own,
+        // but nothing near one per tombstone.
+        assert!(
+            after.batches - before.batches < 50,
+            "200 tombstones took {} batches",
+            after.batches - before.batches
+        );
+        assert!(
+            after.flushes - before.flushes < 50,
+            "200 tombstones took {} flushes",
+            after.flushes - before.flushes
+        );
+        // Deleting them again finds nothing to do.
+        store.delete_present(&doomed).await.unwrap();
+        assert_eq!(store.list(None, 1000).len(), 100);
+        // No close: the executor drops the store without a final checkpoint.
+    });
+    run(async move {
+        let store = FragmentStore::open(&path, 0, small_config()).await.unwrap();
+        for key in 0..300u64 {
+            let result = store.get(&locator(key), None).await;
+            if key < 200 {
+                assert!(
+                    matches!(result, Err(StoreError::NotFound { .. })),
+                    "deleted {key} came back"
+                );
+            } else {
+                assert_eq!(result.unwrap().as_slice(), payload(key, 100).as_slice());
+            }
+        }
+    });
+}
+
 #[test]
 fn no_space_is_a_clean_error_and_compaction_gives_space_back() {
     let directory = tempfile::tempdir().unwrap();

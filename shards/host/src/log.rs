@@ -18,6 +18,9 @@ use crate::HostError;
 
 /// Identifies shard-log fragments among the chunk fragments of a store.
 const RECORD_MARK: [u8; 12] = *b"kiseki-slog1";
+/// Record fragments one step of a trim deletes at once (a store batch holds 1,024
+/// entries by default).
+const TRIM_DELETES_PER_WAVE: usize = 1024;
 /// Largest fragment a record is cut into.
 pub const RECORD_PART_BYTES_MAX: usize = 1 << 20;
 
@@ -154,12 +157,19 @@ impl ShardLog {
     }
 
     /// Deletes the records of `shard` below `below_seq`.
+    ///
+    /// The deletes go lowest record first and share the store's batches: a crash keeps
+    /// a prefix of them, which leaves the records that remain a consecutive run. One
+    /// delete and one flush per record made a trim of 10,000 records take seconds of
+    /// flushes that the shard's own writes queued behind.
     pub async fn trim(&self, shard: u64, below_seq: u64) -> Result<(), HostError> {
-        for locator in self.locators(shard, 0) {
-            match parse_locator(&locator) {
-                Some((_, seq, ..)) if seq < below_seq => self.delete_quietly(&locator).await?,
-                _ => break,
-            }
+        let doomed: Vec<Locator> = self
+            .locators(shard, 0)
+            .into_iter()
+            .take_while(|locator| matches!(parse_locator(locator), Some((_, seq, ..)) if seq < below_seq))
+            .collect();
+        for wave in doomed.chunks(TRIM_DELETES_PER_WAVE) {
+            self.store.delete_present(wave).await?;
         }
         Ok(())
     }

@@ -437,6 +437,45 @@ impl FragmentStore {
         }
     }
 
+    /// Deletes every fragment of `locators` that the index holds, skipping the others;
+    /// resolves once every tombstone is durable. Tombstones go in groups of up to
+    /// `batch_entries_max`, each group whole in one batch (one write and one `fdatasync`
+    /// for the group, not one per fragment), and a group is queued only once the one
+    /// before it is durable. A batch replays whole or not at all, so a crash keeps a
+    /// prefix of the groups: what survives of `locators` is a suffix, as after a
+    /// sequence of [`delete`](Self::delete) calls.
+    pub async fn delete_present(&self, locators: &[Locator]) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let group_max = inner.config.batch_entries_max.max(1);
+        for group in locators.chunks(group_max) {
+            inner.check_writable()?;
+            let present: Vec<Locator> = {
+                let state = inner.state.borrow();
+                group
+                    .iter()
+                    .filter(|locator| state.index.contains_key(locator))
+                    .copied()
+                    .collect()
+            };
+            if present.is_empty() {
+                continue;
+            }
+            let mut guards = Vec::with_capacity(present.len());
+            for locator in &present {
+                *inner.pending_deletes.borrow_mut().entry(*locator).or_insert(0) += 1;
+                guards.push(PendingGuard::delete(inner, *locator));
+            }
+            let receivers = inner.enqueue_deletes_together(&present).await?;
+            for guard in &mut guards {
+                guard.disarm();
+            }
+            for receiver in receivers {
+                receiver.await.unwrap_or_else(|| Err(inner.stopped_error()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `range` of the fragment (all of it with `None`), verified against its CRC32C.
     pub async fn get(&self, locator: &Locator, range: Option<Range<usize>>) -> Result<Fragment, StoreError> {
         let started = Instant::now();
@@ -825,6 +864,49 @@ impl Inner {
                     drop(pending);
                     self.commit_notify.notify();
                     return Ok(receiver);
+                }
+            }
+            self.commit_notify.notify();
+            self.room_notify.notified().await;
+        }
+    }
+
+    /// Queues a tombstone for each of `locators` (at most `batch_entries_max`) into the
+    /// same pending batch, with no await in between: they commit together or not at all.
+    async fn enqueue_deletes_together(
+        &self,
+        locators: &[Locator],
+    ) -> Result<Vec<OneshotReceiver<Result<(), StoreError>>>, StoreError> {
+        assert!(
+            locators.len() <= self.config.batch_entries_max,
+            "a group of {} tombstones exceeds a batch",
+            locators.len()
+        );
+        loop {
+            self.check_writable()?;
+            {
+                let mut pending = self.pending.borrow_mut();
+                if pending.entries.len() + locators.len() <= self.config.batch_entries_max {
+                    let started = Instant::now();
+                    let payload_block = pending.payload_blocks;
+                    let mut receivers = Vec::with_capacity(locators.len());
+                    for locator in locators {
+                        pending.entries.push(BatchEntry {
+                            kind: EntryKind::Delete,
+                            locator: *locator,
+                            payload_bytes: 0,
+                            payload_block,
+                            payload_crc: 0,
+                        });
+                        pending.expected.push(None);
+                        let (sender, receiver) = oneshot();
+                        pending.replies.push(Some(sender));
+                        pending.started.push(started);
+                        receivers.push(receiver);
+                    }
+                    drop(pending);
+                    self.commit_notify.notify();
+                    return Ok(receivers);
                 }
             }
             self.commit_notify.notify();
