@@ -60,7 +60,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Writes `bytes` zeros at the start of `file` and flushes them.
-fn prewrite(file: &File, bytes: u64) -> std::io::Result<()> {
+pub(crate) fn prewrite(file: &File, bytes: u64) -> std::io::Result<()> {
     use std::io::Write;
     const PIECE_BYTES: usize = 8 << 20;
     let zeros = vec![0u8; PIECE_BYTES];

@@ -38,6 +38,11 @@ pub struct NfsOptions {
     /// Size of each device file; `kiseki up` allocates it up front, so six of
     /// them must fit on the disk under `directory`.
     pub device_bytes: u64,
+    /// Bytes at the start of each device file written before `kiseki up` formats it
+    /// (what the run stores, so neither its fragments nor its shard log pay block
+    /// allocation or unwritten-extent conversion in the file system; see
+    /// `ClusterSpec::device_prewrite_bytes`).
+    pub device_prewrite_bytes: u64,
 }
 
 impl NfsOptions {
@@ -50,6 +55,8 @@ impl NfsOptions {
             files_per_stream: 1_000,
             streams: 4,
             device_bytes: 4 << 30,
+            // The 1 GiB file is 1.5 GiB of fragments over 6 devices: 256 MiB each.
+            device_prewrite_bytes: 512 << 20,
         }
     }
 
@@ -60,6 +67,7 @@ impl NfsOptions {
             files_per_stream: 100,
             streams: 2,
             device_bytes: 2 << 30,
+            device_prewrite_bytes: 64 << 20,
             ..NfsOptions::full(kiseki)
         }
     }
@@ -266,14 +274,30 @@ fn ganesha(work: &Path) -> anyhow::Result<(Server, Endpoint)> {
     Ok((Server(child), endpoint))
 }
 
+/// Devices of the node: EC 4+2, one fragment per device.
+const DEVICES: usize = 6;
+
 /// `kiseki up` with one node of one core, six devices and the NFS gateway on a free port.
 fn kiseki_up(options: &NfsOptions, work: &Path) -> anyhow::Result<(Server, u16)> {
     let port = free_port()?;
+    let node_directory = work.join("kiseki").join("node-1");
+    std::fs::create_dir_all(&node_directory)?;
+    for index in 0..DEVICES {
+        // `kiseki up` formats a zeroed file of the full size as it is.
+        let path = node_directory.join(format!("device-{index}.img"));
+        std::fs::File::create(&path)
+            .and_then(|file| {
+                crate::cluster::prewrite(&file, options.device_prewrite_bytes.min(options.device_bytes))?;
+                file.set_len(options.device_bytes)
+            })
+            .with_context(|| format!("creating {}", path.display()))?;
+    }
     let ports: Vec<String> = (0..7)
         .map(|_| free_port().map(|port| port.to_string()))
         .collect::<Result<_, _>>()?;
     let mut child = Command::new(&options.kiseki)
-        .args(["up", "--nodes", "1", "--cores", "1", "--devices", "6", "--s3-port", "0"])
+        .args(["up", "--nodes", "1", "--cores", "1", "--s3-port", "0"])
+        .args(["--devices", &DEVICES.to_string()])
         .arg("--device-size")
         .arg(options.device_bytes.to_string())
         .arg("--data-dir")
