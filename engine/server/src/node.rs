@@ -182,6 +182,8 @@ pub fn print_config() {
                 ),
                 ("scrub_interval_ms", store.scrub_interval_ms.to_string()),
                 ("scrub_slice_entries", store.scrub_slice_entries.to_string()),
+                ("scrub_first_pass_delay_ms", store.scrub_first_pass_delay_ms.to_string()),
+                ("scrub_pass_interval_ms", store.scrub_pass_interval_ms.to_string()),
             ],
         ),
         (

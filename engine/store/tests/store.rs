@@ -373,6 +373,64 @@ fn a_flipped_bit_is_reported_never_returned() {
     });
 }
 
+/// The background scrub waits its first-pass delay, then finds a flipped bit by itself
+/// and passes again after its pass interval.
+#[test]
+fn background_scrub_passes_find_a_flipped_bit() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = device(directory.path(), 16, 256);
+    let writer = path.clone();
+    let data = payload(9, 8192);
+    let written = data.clone();
+    run(async move {
+        let store = FragmentStore::open(&writer, 0, small_config()).await.unwrap();
+        store.put(locator(9), &written).await.unwrap();
+        store.put(locator(10), &payload(10, 8192)).await.unwrap();
+        store.close().await.unwrap();
+    });
+    let offset = find(&path, &data[..64]) + 100;
+    let file = std::fs::OpenOptions::new().write(true).read(true).open(&path).unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], offset).unwrap();
+    file.sync_all().unwrap();
+    run(async move {
+        // With the defaults' first-pass delay (minutes), nothing is scrubbed at once.
+        let config = StoreConfig {
+            scrub_interval_ms: 1,
+            ..StoreConfig::default()
+        };
+        let store = FragmentStore::open(&path, 0, config).await.unwrap();
+        kiseki_runtime::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(store.stats().scrubbed_bytes, 0, "scrubbed before its first-pass delay");
+        assert!(store.corrupt().is_empty());
+        store.close().await.unwrap();
+        let config = StoreConfig {
+            scrub_interval_ms: 1,
+            scrub_first_pass_delay_ms: 1,
+            scrub_pass_interval_ms: 1,
+            ..StoreConfig::default()
+        };
+        let store = FragmentStore::open(&path, 0, config).await.unwrap();
+        let mut waited_ms = 0;
+        while store.stats().scrubbed_bytes < 4 * 8192 && waited_ms < 60_000 {
+            kiseki_runtime::sleep(std::time::Duration::from_millis(10)).await;
+            waited_ms += 10;
+        }
+        assert!(
+            store.stats().scrubbed_bytes >= 4 * 8192,
+            "two passes over two extents: {} bytes scrubbed",
+            store.stats().scrubbed_bytes
+        );
+        assert_eq!(store.corrupt(), vec![locator(9)]);
+        assert!(matches!(
+            store.get(&locator(9), None).await,
+            Err(StoreError::Corrupt { .. })
+        ));
+        store.close().await.unwrap();
+    });
+}
+
 #[test]
 fn damaged_devices_give_typed_errors_naming_the_device() {
     let directory = tempfile::tempdir().unwrap();

@@ -136,35 +136,42 @@ impl Inner {
         self.state.borrow().index.get(locator) == Some(extent) && !self.pending_deletes.borrow().contains_key(locator)
     }
 
+    /// Background scrub: passes over every extent, in locator order, one slice at a time
+    /// (paced by the read budget, `scrub_interval_ms` apart); the first pass
+    /// `scrub_first_pass_delay_ms` after the open, each next one `scrub_pass_interval_ms`
+    /// after the previous ended. Scrubbing without pause read every device at the full
+    /// budget for as long as the node ran, beside the foreground's reads and flushes.
     pub(super) async fn run_scrub(self: Rc<Self>) {
         if self.config.scrub_interval_ms == 0 {
             return;
         }
-        let interval = Duration::from_millis(self.config.scrub_interval_ms);
-        let mut cursor: Option<Locator> = None;
-        let mut report = ScrubReport::default();
-        while self.idle(interval).await {
-            let slice = self.scrub_slice(cursor.as_ref(), self.config.scrub_slice_entries);
-            match slice.last() {
-                Some((last, _)) => cursor = Some(*last),
-                None => {
-                    if report.extents_checked > 0 {
-                        tracing::debug!(
-                            device = %self.path.display(),
-                            ag = self.ag,
-                            checked = report.extents_checked,
-                            corrupt = report.corrupt.len(),
-                            "scrub pass complete"
-                        );
-                    }
-                    report = ScrubReport::default();
-                    cursor = None;
-                    continue;
+        let slice_pause = Duration::from_millis(self.config.scrub_interval_ms);
+        let mut wait = Duration::from_millis(self.config.scrub_first_pass_delay_ms);
+        loop {
+            if !self.idle(wait).await {
+                return;
+            }
+            let mut cursor: Option<Locator> = None;
+            let mut report = ScrubReport::default();
+            loop {
+                let slice = self.scrub_slice(cursor.as_ref(), self.config.scrub_slice_entries);
+                let Some((last, _)) = slice.last() else { break };
+                cursor = Some(*last);
+                if let Err(error) = self.scrub_extents(&slice, &mut report, true).await {
+                    tracing::warn!(device = %self.path.display(), ag = self.ag, %error, "scrub read failed");
+                }
+                if !self.idle(slice_pause).await {
+                    return;
                 }
             }
-            if let Err(error) = self.scrub_extents(&slice, &mut report, true).await {
-                tracing::warn!(device = %self.path.display(), ag = self.ag, %error, "scrub read failed");
-            }
+            tracing::debug!(
+                device = %self.path.display(),
+                ag = self.ag,
+                checked = report.extents_checked,
+                corrupt = report.corrupt.len(),
+                "scrub pass complete"
+            );
+            wait = Duration::from_millis(self.config.scrub_pass_interval_ms);
         }
     }
 
