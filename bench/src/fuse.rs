@@ -65,6 +65,9 @@ pub struct FuseOptions {
     pub runtime_s: u32,
     /// Size of each device file (sparse).
     pub device_bytes: u64,
+    /// Bytes at the start of each device file written before the run, as a raw device's
+    /// blocks already are (see `ClusterSpec::device_prewrite_bytes`).
+    pub device_prewrite_bytes: u64,
 }
 
 impl FuseOptions {
@@ -81,6 +84,9 @@ impl FuseOptions {
             runtime_s: 10,
             // Six of them hold 1.5 × the 2.5 GiB the jobs write, with room to spare.
             device_bytes: 4 << 30,
+            // The 5 sequential files and the passthrough file, 1.5× as fragments over
+            // six devices: 768 MiB each, plus the shard log.
+            device_prewrite_bytes: 896 << 20,
         }
     }
 
@@ -92,6 +98,7 @@ impl FuseOptions {
             meta_files: 200,
             runtime_s: 1,
             device_bytes: 2 << 30,
+            device_prewrite_bytes: 64 << 20,
             ..FuseOptions::full(server, mount)
         }
     }
@@ -188,7 +195,7 @@ pub fn run(options: &FuseOptions) -> anyhow::Result<FuseReport> {
         devices: 6,
         shards: options.cores as u64,
         device_bytes: options.device_bytes,
-        device_prewrite_bytes: 0,
+        device_prewrite_bytes: options.device_prewrite_bytes,
     };
     let cluster_dir = work.path().join("cluster");
     let cluster = LocalCluster::start(&options.server, &cluster_dir, &spec).context("the cluster did not start")?;

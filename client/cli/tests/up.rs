@@ -6,15 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-const KISEKI: &str = env!("CARGO_BIN_EXE_kiseki");
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, KISEKI};
 
 /// Starts `kiseki up` and waits until it prints `kiseki up: ready`; `ports` are the nodes',
 /// their metrics', the control plane's, the key server's and their metrics'.
