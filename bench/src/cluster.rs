@@ -59,19 +59,24 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a node may take to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
-/// Writes `bytes` zeros at the start of `file` and flushes them.
-pub(crate) fn prewrite(file: &File, bytes: u64) -> std::io::Result<()> {
+/// Creates the device file `path` of `bytes`: sparse but for its first `written_bytes`
+/// (at most `bytes`), which are written with zeros and flushed.
+pub(crate) fn create_device_file(path: &Path, bytes: u64, written_bytes: u64) -> anyhow::Result<()> {
     use std::io::Write;
     const PIECE_BYTES: usize = 8 << 20;
-    let zeros = vec![0u8; PIECE_BYTES];
-    let mut writer = file;
-    let mut left = bytes;
-    while left > 0 {
-        let piece = left.min(PIECE_BYTES as u64) as usize;
-        writer.write_all(&zeros[..piece])?;
-        left -= piece as u64;
-    }
-    file.sync_all()
+    let written = (|| {
+        let mut file = File::create(path)?;
+        let zeros = vec![0u8; PIECE_BYTES];
+        let mut left = written_bytes.min(bytes);
+        while left > 0 {
+            let piece = left.min(PIECE_BYTES as u64) as usize;
+            file.write_all(&zeros[..piece])?;
+            left -= piece as u64;
+        }
+        file.sync_all()?;
+        file.set_len(bytes)
+    })();
+    written.with_context(|| format!("creating {}", path.display()))
 }
 
 /// The device files of node `node` (from 1): `node<n>.dev`, then `node<n>-<i>.dev`.
@@ -115,13 +120,8 @@ impl LocalCluster {
             .arg(&map);
         run_quietly(&mut init, "kiseki-server init")?;
         for device in (1..=spec.nodes).flat_map(|node| device_paths(directory, node, spec.devices)) {
-            // Sparse: `format --size` would allocate the whole file up front.
-            File::create(&device)
-                .and_then(|file| {
-                    prewrite(&file, spec.device_prewrite_bytes.min(spec.device_bytes))?;
-                    file.set_len(spec.device_bytes)
-                })
-                .with_context(|| format!("creating {}", device.display()))?;
+            // Not `format --size`, which would allocate the whole file up front.
+            create_device_file(&device, spec.device_bytes, spec.device_prewrite_bytes)?;
             let mut format = Command::new(server);
             format
                 .arg("format")

@@ -285,12 +285,7 @@ fn kiseki_up(options: &NfsOptions, work: &Path) -> anyhow::Result<(Server, u16)>
     for index in 0..DEVICES {
         // `kiseki up` formats a zeroed file of the full size as it is.
         let path = node_directory.join(format!("device-{index}.img"));
-        std::fs::File::create(&path)
-            .and_then(|file| {
-                crate::cluster::prewrite(&file, options.device_prewrite_bytes.min(options.device_bytes))?;
-                file.set_len(options.device_bytes)
-            })
-            .with_context(|| format!("creating {}", path.display()))?;
+        crate::cluster::create_device_file(&path, options.device_bytes, options.device_prewrite_bytes)?;
     }
     let ports: Vec<String> = (0..7)
         .map(|_| free_port().map(|port| port.to_string()))

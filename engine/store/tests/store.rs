@@ -324,6 +324,15 @@ fn find(path: &Path, pattern: &[u8]) -> u64 {
         .expect("pattern on device") as u64
 }
 
+/// XORs the byte at `offset` of the device file with `mask`, durably.
+fn flip_bits(path: &Path, offset: u64, mask: u8) {
+    let file = std::fs::OpenOptions::new().write(true).read(true).open(path).unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ mask], offset).unwrap();
+    file.sync_all().unwrap();
+}
+
 #[test]
 fn a_flipped_bit_is_reported_never_returned() {
     let directory = tempfile::tempdir().unwrap();
@@ -337,12 +346,7 @@ fn a_flipped_bit_is_reported_never_returned() {
         store.put(locator(8), &payload(8, 8192)).await.unwrap();
         store.close().await.unwrap();
     });
-    let offset = find(&path, &data[..64]) + 5000;
-    let file = std::fs::OpenOptions::new().write(true).read(true).open(&path).unwrap();
-    let mut byte = [0u8; 1];
-    file.read_exact_at(&mut byte, offset).unwrap();
-    file.write_all_at(&[byte[0] ^ 0x10], offset).unwrap();
-    file.sync_all().unwrap();
+    flip_bits(&path, find(&path, &data[..64]) + 5000, 0x10);
     let repair_path = path.clone();
     run(async move {
         let store = FragmentStore::open(&path, 0, small_config()).await.unwrap();
@@ -388,12 +392,7 @@ fn background_scrub_passes_find_a_flipped_bit() {
         store.put(locator(10), &payload(10, 8192)).await.unwrap();
         store.close().await.unwrap();
     });
-    let offset = find(&path, &data[..64]) + 100;
-    let file = std::fs::OpenOptions::new().write(true).read(true).open(&path).unwrap();
-    let mut byte = [0u8; 1];
-    file.read_exact_at(&mut byte, offset).unwrap();
-    file.write_all_at(&[byte[0] ^ 0x01], offset).unwrap();
-    file.sync_all().unwrap();
+    flip_bits(&path, find(&path, &data[..64]) + 100, 0x01);
     run(async move {
         // With the defaults' first-pass delay (minutes), nothing is scrubbed at once.
         let config = StoreConfig {

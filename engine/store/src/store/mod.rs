@@ -210,6 +210,22 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Adds a record (its payload, if any, already copied in) and returns where its
+    /// outcome will arrive.
+    fn push(
+        &mut self,
+        entry: BatchEntry,
+        expected: Option<Extent>,
+        started: Instant,
+    ) -> OneshotReceiver<Result<(), StoreError>> {
+        self.entries.push(entry);
+        self.expected.push(expected);
+        let (sender, receiver) = oneshot();
+        self.replies.push(Some(sender));
+        self.started.push(started);
+        receiver
+    }
 }
 
 struct InFlight {
@@ -858,17 +874,17 @@ impl Inner {
                     }
                     let payload_block = pending.payload_blocks;
                     pending.payload_blocks += blocks;
-                    pending.entries.push(BatchEntry {
-                        kind,
-                        locator,
-                        payload_bytes: bytes as u32,
-                        payload_block,
-                        payload_crc: crc,
-                    });
-                    pending.expected.push(expected);
-                    let (sender, receiver) = oneshot();
-                    pending.replies.push(Some(sender));
-                    pending.started.push(started);
+                    let receiver = pending.push(
+                        BatchEntry {
+                            kind,
+                            locator,
+                            payload_bytes: bytes as u32,
+                            payload_block,
+                            payload_crc: crc,
+                        },
+                        expected,
+                        started,
+                    );
                     drop(pending);
                     self.commit_notify.notify();
                     return Ok(receiver);
@@ -897,21 +913,19 @@ impl Inner {
                 if pending.entries.len() + locators.len() <= self.config.batch_entries_max {
                     let started = Instant::now();
                     let payload_block = pending.payload_blocks;
-                    let mut receivers = Vec::with_capacity(locators.len());
-                    for locator in locators {
-                        pending.entries.push(BatchEntry {
-                            kind: EntryKind::Delete,
-                            locator: *locator,
-                            payload_bytes: 0,
-                            payload_block,
-                            payload_crc: 0,
-                        });
-                        pending.expected.push(None);
-                        let (sender, receiver) = oneshot();
-                        pending.replies.push(Some(sender));
-                        pending.started.push(started);
-                        receivers.push(receiver);
-                    }
+                    let receivers = locators
+                        .iter()
+                        .map(|locator| {
+                            let entry = BatchEntry {
+                                kind: EntryKind::Delete,
+                                locator: *locator,
+                                payload_bytes: 0,
+                                payload_block,
+                                payload_crc: 0,
+                            };
+                            pending.push(entry, None, started)
+                        })
+                        .collect();
                     drop(pending);
                     self.commit_notify.notify();
                     return Ok(receivers);
