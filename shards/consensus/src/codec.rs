@@ -21,7 +21,14 @@ pub(crate) const HANDOFF_MAGIC: [u8; 4] = *b"KSCH";
 
 /// Encodes `value` and frames it.
 pub(crate) fn seal<T: Serialize>(magic: [u8; 4], value: &T) -> Vec<u8> {
-    let bytes = vec![0u8; FRAME_HEADER_BYTES];
+    seal_with_capacity(magic, value, 0)
+}
+
+/// [`seal`] into a buffer sized for `payload_bytes_hint` payload bytes at first, so that a
+/// large value (a snapshot) is not copied again each time the buffer doubles.
+pub(crate) fn seal_with_capacity<T: Serialize>(magic: [u8; 4], value: &T, payload_bytes_hint: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + payload_bytes_hint);
+    bytes.resize(FRAME_HEADER_BYTES, 0);
     let encoded = postcard::to_extend(value, bytes);
     // Encoding into a Vec cannot fail for the plain data types of this crate.
     let mut bytes = match encoded {

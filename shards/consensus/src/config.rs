@@ -37,8 +37,16 @@ pub struct ReplicaConfig {
     /// Records handed to the host and not yet reported durable; beyond it proposals and
     /// incoming messages are refused with `Busy`.
     pub records_in_flight_max: usize,
-    /// A snapshot record is written after this many applied entries.
+    /// A snapshot record is written after at least this many applied entries...
     pub snapshot_every_entries: u64,
+    /// ...and once the log records written since the last snapshot add up to this
+    /// percentage of that snapshot's record. A snapshot holds the whole state (small
+    /// files' data too), so a fixed entry count would make its cost grow with the state:
+    /// writing it every 10,000 entries of a million-file shard rewrites the shard for
+    /// every few thousand creates. Proportional, the snapshot bytes written stay within
+    /// `100 / snapshot_log_bytes_percent` times the log bytes, and the log kept in memory
+    /// and replayed on restart within this percentage of the snapshot. 0: entries only.
+    pub snapshot_log_bytes_percent: u64,
     /// Entries kept in the log below the snapshot index, so that a briefly lagging peer
     /// catches up from the log rather than from a snapshot transfer. In solo mode there is
     /// no peer: the log is compacted up to the snapshot index.
@@ -66,6 +74,7 @@ impl ReplicaConfig {
             pending_proposals_max: 8 * 1024,
             records_in_flight_max: 64,
             snapshot_every_entries: 10_000,
+            snapshot_log_bytes_percent: 100,
             log_retained_entries: 1_000,
             sessions_max: 64 * 1024,
             leader_priority: 0,

@@ -37,6 +37,7 @@ pub(crate) struct SessionImage {
     client_id: u64,
     sequence: u64,
     index: u64,
+    #[serde(with = "serde_bytes")]
     output: Vec<u8>,
 }
 

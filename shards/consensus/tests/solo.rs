@@ -27,6 +27,8 @@ struct Host {
     reads: Vec<(ProposalId, u64)>,
     leaders: Vec<Option<u64>>,
     trims: usize,
+    /// Bytes of every record handed over.
+    persisted_bytes: usize,
 }
 
 impl Host {
@@ -41,6 +43,7 @@ impl Host {
             reads: Vec::new(),
             leaders: Vec::new(),
             trims: 0,
+            persisted_bytes: 0,
         }
     }
 
@@ -57,7 +60,10 @@ impl Host {
         let actions = self.replica().poll_actions();
         for action in &actions {
             match action {
-                Action::Persist { record_seq, bytes } => self.unflushed.push((*record_seq, bytes.clone())),
+                Action::Persist { record_seq, bytes } => {
+                    self.persisted_bytes += bytes.len();
+                    self.unflushed.push((*record_seq, bytes.clone()));
+                }
                 Action::Applied {
                     index,
                     proposal_id,
@@ -447,6 +453,51 @@ fn snapshots_trim_old_records_and_recovery_starts_from_them() {
     assert_eq!(host.replica().state().applied, (1..=120).collect::<Vec<_>>());
     let acknowledged: Vec<u64> = host.applied.iter().map(|(index, _, _)| *index).collect();
     assert_eq!(acknowledged, (1..=120).collect::<Vec<_>>());
+}
+
+/// Writes 4,000 entries with a snapshot allowed after every 4; returns the snapshots
+/// (trims) and the bytes of every record written. The state grows with every entry.
+fn snapshots_and_bytes(snapshot_log_bytes_percent: u64) -> (usize, usize) {
+    let mut config = ReplicaConfig::tiny(SHARD, NODE, vec![NODE]);
+    config.snapshot_every_entries = 4;
+    config.snapshot_log_bytes_percent = snapshot_log_bytes_percent;
+    let mut host = Host::new(config);
+    for sequence in 1..=4_000 {
+        host.replica()
+            .propose(Put::Put(sequence, sequence), id(1, sequence))
+            .unwrap();
+        if sequence % 4 == 0 {
+            host.settle();
+        }
+    }
+    assert_eq!(host.replica().applied_index(), 4_000);
+    let before = host.replica().state().clone();
+    host.crash_and_recover(0);
+    assert_eq!(
+        host.replica().state(),
+        &before,
+        "recovery from the last snapshot and the log after it"
+    );
+    (host.trims, host.persisted_bytes)
+}
+
+#[test]
+fn snapshots_are_spaced_by_their_own_size_as_the_state_grows() {
+    let (snapshots_by_entries, bytes_by_entries) = snapshots_and_bytes(0);
+    let (snapshots_by_size, bytes_by_size) = snapshots_and_bytes(100);
+    // By entries alone, the whole growing state is rewritten every 4 entries: quadratic.
+    assert_eq!(snapshots_by_entries, 1_000);
+    // Spaced by size, snapshot n+1 waits until the log since snapshot n is as large as
+    // it: the number of snapshots grows with the logarithm of the entries, and the
+    // snapshot bytes stay within the log bytes (so at most about twice the log in all).
+    assert!(
+        snapshots_by_size <= 40,
+        "{snapshots_by_size} snapshots for 4,000 entries"
+    );
+    assert!(
+        bytes_by_size * 20 < bytes_by_entries,
+        "{bytes_by_size} bytes written, against {bytes_by_entries} by entries alone"
+    );
 }
 
 #[test]

@@ -36,8 +36,11 @@ pub struct HostConfig {
     pub tick_interval_ms: u64,
     /// Ticks without a leader's heartbeat before an election.
     pub election_timeout_ticks: u64,
-    /// Applied entries between snapshot records.
+    /// Applied entries between snapshot records (at least).
     pub snapshot_every_entries: u64,
+    /// Log bytes between snapshot records, in percent of the last snapshot record (at
+    /// least; 0: entries only). See `ReplicaConfig::snapshot_log_bytes_percent`.
+    pub snapshot_log_bytes_percent: u64,
     /// How long a proposal or read waits for its answer before the client is told to retry.
     pub request_timeout_ms: u64,
     /// Messages queued per peer link; beyond it messages are dropped (the protocol
@@ -54,6 +57,7 @@ impl HostConfig {
             tick_interval_ms: 20,
             election_timeout_ticks: 10,
             snapshot_every_entries: 10_000,
+            snapshot_log_bytes_percent: 100,
             request_timeout_ms: 5_000,
             peer_queue_max: 16 * 1024,
         }
@@ -526,6 +530,7 @@ async fn recover_replica(
     replica_config.election_timeout_ticks = config.election_timeout_ticks;
     replica_config.resend_timeout_ticks = config.election_timeout_ticks * 2;
     replica_config.snapshot_every_entries = config.snapshot_every_entries;
+    replica_config.snapshot_log_bytes_percent = config.snapshot_log_bytes_percent;
     let records = log.load(shard).await?;
     if records.is_empty() {
         let machine = NamespaceMachine::new(shard_namespace_config(shard))?;

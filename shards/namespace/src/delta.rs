@@ -159,6 +159,7 @@ pub enum Delta {
         /// The attribute name (1 to 255 bytes).
         name: Vec<u8>,
         /// The value (at most `xattr_value_bytes_max` bytes).
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// Create-only, replace-only or either.
         mode: XattrSetMode,

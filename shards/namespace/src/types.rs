@@ -160,6 +160,7 @@ pub struct SealedInline {
     /// File bytes the seal covers (at least 1, at most the plaintext's length).
     pub length_bytes: u64,
     /// The sealed bytes.
+    #[serde(with = "serde_bytes")]
     pub sealed: Vec<u8>,
 }
 

@@ -481,3 +481,20 @@ fn appends_land_at_the_end_the_file_has_when_they_apply() {
         189
     );
 }
+
+#[test]
+fn sealed_inline_bytes_encode_as_before_the_block_encoding() {
+    // Sealed bytes are encoded as one block (serde_bytes) rather than element by element;
+    // postcard writes both as a length and the bytes, so logs and snapshots written before
+    // still decode, and the encoding is the same.
+    let sealed: Vec<u8> = (0..=255).cycle().take(4_200).collect();
+    let inline = SealedInline {
+        length_bytes: 4_096,
+        sealed: sealed.clone(),
+    };
+    let as_block = postcard::to_allocvec(&inline).unwrap();
+    let as_elements = postcard::to_allocvec(&(4_096u64, sealed.iter().collect::<Vec<&u8>>())).unwrap();
+    assert_eq!(as_block, as_elements);
+    let decoded: SealedInline = postcard::from_bytes(&as_elements).unwrap();
+    assert_eq!(decoded, inline);
+}

@@ -151,6 +151,10 @@ pub struct Replica<S: StateMachine> {
     record_seq_durable: u64,
     /// A snapshot record whose durability will let the host trim older records.
     trim_record_seq: Option<u64>,
+    /// Size of the last snapshot record, and bytes of the records written after it
+    /// (`snapshot_log_bytes_percent`).
+    snapshot_record_bytes: u64,
+    record_bytes_since_snapshot: u64,
     outgoing: VecDeque<Gated>,
     actions: Vec<Action<S::Output>>,
     /// Proposals of this leader not yet applied, by local log index (in solo mode
@@ -231,6 +235,7 @@ impl<S: StateMachine> Replica<S> {
         let mut recovered: Option<(StorageState<S::Command>, Image)> = None;
         let mut record_seq_last = 0;
         let mut position = 0;
+        let (mut snapshot_record_bytes, mut record_bytes_since_snapshot) = (0, 0);
         for bytes in records {
             let corrupt = |reason: String| ConsensusError::CorruptRecord { position, reason };
             let (header, body) = record::decode::<S::Command>(&bytes).map_err(corrupt)?;
@@ -246,8 +251,12 @@ impl<S: StateMachine> Replica<S> {
             }
             record_seq_last = header.record_seq;
             match (body, recovered.as_mut()) {
-                (RecordBody::Snapshot(snapshot), _) => recovered = Some((snapshot.storage, snapshot.image)),
+                (RecordBody::Snapshot(snapshot), _) => {
+                    recovered = Some((snapshot.storage, snapshot.image));
+                    (snapshot_record_bytes, record_bytes_since_snapshot) = (bytes.len() as u64, 0);
+                }
                 (RecordBody::Ops(ops), Some((storage, _))) => {
+                    record_bytes_since_snapshot += bytes.len() as u64;
                     for op in &ops {
                         storage.apply(op).map_err(|reason| corrupt(reason.to_owned()))?;
                     }
@@ -262,7 +271,10 @@ impl<S: StateMachine> Replica<S> {
                 reason: "no records".to_owned(),
             });
         };
-        Self::recover_from(config, storage, image, record_seq_last)
+        let mut replica = Self::recover_from(config, storage, image, record_seq_last)?;
+        replica.snapshot_record_bytes = snapshot_record_bytes;
+        replica.record_bytes_since_snapshot += record_bytes_since_snapshot;
+        Ok(replica)
     }
 
     fn recover_from(
@@ -352,6 +364,8 @@ impl<S: StateMachine> Replica<S> {
             record_seq_last,
             record_seq_durable: record_seq_last,
             trim_record_seq: None,
+            snapshot_record_bytes: 0,
+            record_bytes_since_snapshot: 0,
             outgoing: VecDeque::new(),
             actions: Vec::new(),
             pending_proposals: BTreeMap::new(),

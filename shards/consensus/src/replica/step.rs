@@ -3,7 +3,7 @@
 use super::{Action, Engine, Gated, Replica};
 use crate::{
     entry::{Entry, Payload},
-    record::{self, Image, RecordBody, SnapshotRecord},
+    record::{self, Image, RecordBody},
     sessions::SessionCheck,
     wire::{self, InstallSnapshot, InstallSync, LinkPosition, Route, WireBody},
     StateMachine,
@@ -158,6 +158,7 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn push_record(&mut self, body: &RecordBody<S::Command>) {
         self.record_seq_last += 1;
         let bytes = record::encode(self.record_header(self.record_seq_last), body);
+        self.record_bytes_since_snapshot += bytes.len() as u64;
         self.actions.push(Action::Persist {
             record_seq: self.record_seq_last,
             bytes,
@@ -267,12 +268,20 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Every `snapshot_every_entries` applied entries: compact the omnipaxos log up to
+    /// Every `snapshot_every_entries` applied entries, once the records written since the
+    /// last snapshot reach `snapshot_log_bytes_percent` of its size: compact the omnipaxos log up to
     /// `log_retained_entries` below the applied index (in solo mode, with no peer to
     /// serve, up to the applied index) and write a snapshot record, which supersedes every
     /// earlier record.
     fn maybe_snapshot(&mut self) {
         if self.applied_idx < self.image.applied_idx + self.config.snapshot_every_entries {
+            return;
+        }
+        let log_bytes_wanted = self
+            .snapshot_record_bytes
+            .saturating_mul(self.config.snapshot_log_bytes_percent)
+            / 100;
+        if self.record_bytes_since_snapshot < log_bytes_wanted {
             return;
         }
         match &mut self.engine {
@@ -309,16 +318,19 @@ impl<S: StateMachine> Replica<S> {
         if let Engine::Solo(_) = self.engine {
             self.cut_solo_record();
         }
-        let storage = {
+        self.record_seq_last += 1;
+        let header = self.record_header(self.record_seq_last);
+        let bytes = {
             let mut storage = self.storage.borrow_mut();
             storage.pending.clear();
-            storage.clone()
+            record::encode_snapshot(header, &self.image, &storage)
         };
-        let body = RecordBody::Snapshot(Box::new(SnapshotRecord {
-            image: self.image.clone(),
-            storage,
-        }));
-        self.push_record(&body);
+        self.snapshot_record_bytes = bytes.len() as u64;
+        self.record_bytes_since_snapshot = 0;
+        self.actions.push(Action::Persist {
+            record_seq: self.record_seq_last,
+            bytes,
+        });
         self.trim_record_seq = Some(self.record_seq_last);
     }
 }
