@@ -5,8 +5,8 @@
 
 use kiseki_api::{ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX};
 use kiseki_namespace::{
-    AttrChanges, Attributes, Delta, DirEntry, FileKind, InodeId, NamespaceStats, NewAttributes, ReadPiece, RenameFlags,
-    WatchEvent, XattrSetMode,
+    AttrChanges, Attributes, CallerIds, Delta, DirEntry, FileKind, InodeId, NamespaceStats, NewAttributes, ReadPiece,
+    RenameFlags, WatchEvent, XattrSetMode,
 };
 
 use crate::namespace::{now, unexpected};
@@ -69,6 +69,46 @@ impl Namespace {
             name: name.to_vec(),
             attributes: creator.attributes(),
             exclusive,
+        };
+        self.apply_for_inode(&delta).await
+    }
+
+    /// [`create_at`](Self::create_at) for `caller`, who must have write and search
+    /// permission on `parent` (`AccessDenied` otherwise): checked by the shard when the
+    /// create applies, so a gateway answering for many users needs no read of the
+    /// directory before, and no change of its mode can slip in between.
+    pub async fn create_as(
+        &self,
+        caller: CallerIds,
+        parent: InodeId,
+        name: &[u8],
+        creator: Creator,
+        exclusive: bool,
+    ) -> Result<(InodeId, Attributes), ClientError> {
+        self.create_as_at(caller, parent, name, creator.attributes(), exclusive)
+            .await
+    }
+
+    /// [`create_as`](Self::create_as) with every attribute given, the birth time too
+    /// (NFS's exclusive create stores its verifier there).
+    pub async fn create_as_at(
+        &self,
+        caller: CallerIds,
+        parent: InodeId,
+        name: &[u8],
+        attributes: NewAttributes,
+        exclusive: bool,
+    ) -> Result<(InodeId, Attributes), ClientError> {
+        let delta = Delta::AsCaller {
+            caller,
+            directory: parent,
+            mask: 0o3,
+            delta: Box::new(Delta::Create {
+                parent,
+                name: name.to_vec(),
+                attributes,
+                exclusive,
+            }),
         };
         self.apply_for_inode(&delta).await
     }

@@ -283,6 +283,60 @@ pub enum Delta {
         /// Whether changes are refused.
         read_only: bool,
     },
+    /// Applies `delta` only if `caller` has every bit of `mask` on `directory` when the
+    /// delta applies: the permission check of a gateway that answers for many users (NFS),
+    /// made atomically with the change instead of on attributes read before it. Refused
+    /// `NotFound`, `NotDirectory` or `AccessDenied`; the inner delta may not be another
+    /// `AsCaller` (`InvalidArgument`).
+    AsCaller {
+        /// Who asks, after the gateway's squashing.
+        caller: CallerIds,
+        /// The directory whose mode bits are checked.
+        directory: InodeId,
+        /// `4` read, `2` write, `1` search: every bit must be granted.
+        mask: u32,
+        /// The change.
+        delta: Box<Delta>,
+    },
+}
+
+/// A caller's user and groups, for [`Delta::AsCaller`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerIds {
+    /// User (0: root, which passes every check but search on a non-directory).
+    pub uid: u32,
+    /// Primary group.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub gids: Vec<u32>,
+}
+
+impl CallerIds {
+    /// Whether the mode bits of `attributes` grant this caller every bit of `mask`
+    /// ([`mode_grants`]).
+    pub fn may(&self, attributes: &crate::Attributes, mask: u32) -> bool {
+        mode_grants(self.uid, self.gid, &self.gids, attributes, mask)
+    }
+}
+
+/// Whether the mode bits of `attributes` grant every bit of `mask` (`4` read, `2` write,
+/// `1` execute or search) to user `uid` of groups `gid` and `gids`: the owner's bits if
+/// it owns the inode, else the group's if it is in the inode's group, else the others';
+/// root passes all but execute on an inode that is not a directory and has no execute
+/// bit — the kernel's rule for a local file system.
+pub fn mode_grants(uid: u32, gid: u32, gids: &[u32], attributes: &crate::Attributes, mask: u32) -> bool {
+    if uid == 0 {
+        let executable = attributes.kind == FileKind::Directory || attributes.mode & 0o111 != 0;
+        return mask & 1 == 0 || executable;
+    }
+    let bits = if uid == attributes.uid {
+        attributes.mode >> 6
+    } else if gid == attributes.gid || gids.contains(&attributes.gid) {
+        attributes.mode >> 3
+    } else {
+        attributes.mode
+    };
+    bits & mask & 0o7 == mask & 0o7
 }
 
 /// Flags of a rename (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`; both at once is `InvalidArgument`).

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// replica or a gateway (tests compare them with the `libc` constants on Linux).
 mod errno {
     pub const EPERM: i32 = 1;
+    pub const EACCES: i32 = 13;
     pub const ENOENT: i32 = 2;
     pub const EIO: i32 = 5;
     pub const E2BIG: i32 = 7;
@@ -160,6 +161,10 @@ pub enum NamespaceError {
     /// The namespace is in maintenance (read-only) (EROFS).
     #[error("read-only: the cluster is in maintenance")]
     ReadOnly,
+    /// The caller of a [`Delta::AsCaller`](crate::Delta::AsCaller) lacks the permission
+    /// bits it needs on the directory (EACCES).
+    #[error("permission denied")]
+    AccessDenied,
 }
 
 /// What a quota limits.
@@ -207,6 +212,7 @@ impl NamespaceError {
             NamespaceError::Corrupt { .. } => errno::EIO,
             NamespaceError::QuotaExceeded { .. } => errno::EDQUOT,
             NamespaceError::ReadOnly => errno::EROFS,
+            NamespaceError::AccessDenied => errno::EACCES,
         }
     }
 

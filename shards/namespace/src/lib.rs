@@ -45,7 +45,8 @@ mod watch;
 pub use apply::{Applied, ChunkReferenceChange};
 pub use config::{NamespaceConfig, WATCH_EVENTS_MIN};
 pub use delta::{
-    AttrChanges, CompletedPart, Delta, ObjectCondition, ObjectContent, RenameFlags, SetAttrGuard, XattrSetMode,
+    mode_grants, AttrChanges, CallerIds, CompletedPart, Delta, ObjectCondition, ObjectContent, RenameFlags,
+    SetAttrGuard, XattrSetMode,
 };
 pub use error::{Limit, NamespaceError, QuotaResource};
 pub use snapshot::{NamespaceSnapshot, SNAPSHOT_FORMAT_VERSION};

@@ -4,7 +4,8 @@ mod common;
 
 use common::{attributes, extent, time, Harness, NAMESPACE, ROOT};
 use kiseki_namespace::{
-    Delta, FileKind, InodeId, Limit, NamespaceConfig, NamespaceError, NamespaceId, RenameFlags, WatchKind,
+    AttrChanges, CallerIds, Delta, FileKind, InodeId, Limit, NamespaceConfig, NamespaceError, NamespaceId,
+    NewAttributes, RenameFlags, WatchKind,
 };
 
 fn create(parent: InodeId, name: &[u8], exclusive: bool) -> Delta {
@@ -561,4 +562,75 @@ fn mknod_makes_pipes_sockets_and_device_nodes_that_hold_no_data() {
     assert_eq!(harness.state.getattr(fifo).unwrap().nlink, 1);
     assert_eq!(harness.state.statfs().inodes, 5);
     harness.state.check_invariants().unwrap();
+}
+
+fn as_caller(uid: u32, gids: &[u32], directory: InodeId, delta: Delta) -> Delta {
+    Delta::AsCaller {
+        caller: CallerIds {
+            uid,
+            gid: gids.first().copied().unwrap_or(uid),
+            gids: gids.to_vec(),
+        },
+        directory,
+        mask: 0o3,
+        delta: Box::new(delta),
+    }
+}
+
+#[test]
+fn a_create_as_a_caller_is_checked_against_the_directory_when_it_applies() {
+    let mut harness = Harness::new();
+    let dir = harness
+        .ok(Delta::Mkdir {
+            parent: ROOT,
+            name: b"shared".to_vec(),
+            attributes: NewAttributes {
+                mode: 0o750,
+                ..attributes(1)
+            },
+        })
+        .inode
+        .unwrap();
+    // The owner (uid 1000) may write and search.
+    let made = harness.ok(as_caller(1000, &[], dir, create(dir, b"by-owner", true)));
+    assert!(made.inode.is_some());
+    // Group members may only read and search; others nothing: refused, nothing changed.
+    harness.refuse(
+        as_caller(2000, &[2000, 1000], dir, create(dir, b"by-member", true)),
+        NamespaceError::AccessDenied,
+    );
+    harness.refuse(
+        as_caller(3000, &[3000], dir, create(dir, b"by-other", true)),
+        NamespaceError::AccessDenied,
+    );
+    // Root passes.
+    harness.ok(as_caller(0, &[0], dir, create(dir, b"by-root", true)));
+    // The check reads the mode as it is when the create applies.
+    harness.ok(Delta::SetAttr {
+        inode: dir,
+        changes: AttrChanges {
+            mode: Some(0o770),
+            ..AttrChanges::default()
+        },
+        ctime: time(5),
+        guard: None,
+    });
+    harness.ok(as_caller(2000, &[2000, 1000], dir, create(dir, b"by-member", true)));
+    // The inner delta's own refusals still come through.
+    harness.refuse(
+        as_caller(1000, &[], dir, create(dir, b"by-owner", true)),
+        NamespaceError::AlreadyExists,
+    );
+    // The directory must be one, and exist; no nesting.
+    harness.refuse(
+        as_caller(1000, &[], made.inode.unwrap(), create(dir, b"x", true)),
+        NamespaceError::NotDirectory,
+    );
+    harness.refuse(
+        as_caller(1000, &[], InodeId(999_999), create(dir, b"x", true)),
+        NamespaceError::NotFound,
+    );
+    let nested = as_caller(1000, &[], dir, as_caller(1000, &[], dir, create(dir, b"x", true)));
+    harness.refuse_with(nested, |error| matches!(error, NamespaceError::InvalidArgument { .. }));
+    assert_eq!(NamespaceError::AccessDenied.errno(), 13);
 }

@@ -11,9 +11,9 @@
 //! - Decoding random bytes never panics.
 
 use kiseki_namespace::{
-    AttrChanges, CompletedPart, Delta, Extent, FileKind, InodeId, NamespaceConfig, NamespaceId, NamespaceSnapshot,
-    NamespaceState, NewAttributes, ObjectCondition, ObjectContent, ObjectMeta, ReadPiece, RenameFlags, SealedInline,
-    SetAttrGuard, Timestamp, UploadId, XattrSetMode,
+    AttrChanges, CallerIds, CompletedPart, Delta, Extent, FileKind, InodeId, NamespaceConfig, NamespaceId,
+    NamespaceSnapshot, NamespaceState, NewAttributes, ObjectCondition, ObjectContent, ObjectMeta, ReadPiece,
+    RenameFlags, SealedInline, SetAttrGuard, Timestamp, UploadId, XattrSetMode,
 };
 use proptest::prelude::*;
 
@@ -159,6 +159,10 @@ fn resolve(delta: &Delta, state: &NamespaceState) -> Delta {
             }
         }
         Delta::MultipartPart { upload_id, .. } | Delta::MultipartAbort { upload_id } => pick_upload(upload_id, state),
+        Delta::AsCaller { directory, delta, .. } => {
+            pick(directory);
+            **delta = resolve(delta, state);
+        }
         Delta::Noop | Delta::SetQuota { .. } | Delta::SetReadOnly { .. } => {}
     }
     match &mut delta {
@@ -589,7 +593,39 @@ fn object_delta() -> impl Strategy<Value = Delta> {
 }
 
 fn delta() -> impl Strategy<Value = Delta> {
-    prop_oneof![5 => entry_delta(), 4 => data_delta(), 3 => object_delta()]
+    prop_oneof![
+        5 => entry_delta(),
+        4 => data_delta(),
+        3 => object_delta(),
+        1 => as_caller_delta(),
+    ]
+}
+
+/// A change made as a caller (root, the owner of everything here, or a stranger) who
+/// needs some bits on a directory; now and then nested, which is refused.
+fn as_caller_delta() -> impl Strategy<Value = Delta> {
+    let caller = prop_oneof![Just(0u32), Just(1_000u32), Just(4_242u32)].prop_map(|uid| CallerIds {
+        uid,
+        gid: uid,
+        gids: vec![uid],
+    });
+    (caller, inode(), 0u32..8, entry_delta(), 0u8..16).prop_map(|(caller, directory, mask, delta, nest)| {
+        let wrapped = Delta::AsCaller {
+            caller: caller.clone(),
+            directory,
+            mask,
+            delta: Box::new(delta),
+        };
+        match nest {
+            0 => Delta::AsCaller {
+                caller,
+                directory,
+                mask,
+                delta: Box::new(wrapped),
+            },
+            _ => wrapped,
+        }
+    })
 }
 
 fn check(state: &NamespaceState) -> Result<(), TestCaseError> {

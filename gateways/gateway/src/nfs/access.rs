@@ -69,18 +69,7 @@ impl Caller {
     /// Whether the mode bits of `attributes` grant every bit of `mask` (`READ`, `WRITE`,
     /// `EXECUTE`).
     pub fn may(&self, attributes: &Attributes, mask: u32) -> bool {
-        if self.is_root() {
-            let executable = attributes.kind == FileKind::Directory || attributes.mode & 0o111 != 0;
-            return mask & EXECUTE == 0 || executable;
-        }
-        let bits = if self.uid == attributes.uid {
-            attributes.mode >> 6
-        } else if self.in_group(attributes.gid) {
-            attributes.mode >> 3
-        } else {
-            attributes.mode
-        };
-        bits & mask & 0o7 == mask
+        kiseki_namespace::mode_grants(self.uid, self.gid, &self.gids, attributes, mask)
     }
 
     /// Whether the caller may read (`READ`) or write (`WRITE`) the data of a file: the

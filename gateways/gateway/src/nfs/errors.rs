@@ -51,6 +51,7 @@ pub fn namespace_status(error: &NamespaceError) -> Status {
         // RFC 1813's code for a quota ("resource (quota) hard limit exceeded").
         NamespaceError::QuotaExceeded { .. } => Status::DQuot,
         NamespaceError::ReadOnly => Status::RoFs,
+        NamespaceError::AccessDenied => Status::Acces,
         NamespaceError::WatchGap { .. } | NamespaceError::IndexOutOfOrder { .. } | NamespaceError::Corrupt { .. } => {
             Status::Io
         }
@@ -67,6 +68,7 @@ mod tests {
         assert_eq!(status(NamespaceError::NotFound), Status::NoEnt);
         assert_eq!(status(NamespaceError::NotEmpty), Status::NotEmpty);
         assert_eq!(status(NamespaceError::ReadOnly), Status::RoFs);
+        assert_eq!(status(NamespaceError::AccessDenied), Status::Acces);
         assert_eq!(
             status(NamespaceError::LimitExceeded { limit: Limit::FileSize }),
             Status::FBig

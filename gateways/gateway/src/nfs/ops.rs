@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use kiseki_client::{ClientError, Creator, Namespace};
 use kiseki_namespace::{
-    AttrChanges, Attributes, Delta, FileKind, InodeId, NamespaceError, NewAttributes, RenameFlags, SetAttrGuard,
-    Timestamp,
+    AttrChanges, Attributes, CallerIds, Delta, FileKind, InodeId, NamespaceError, NewAttributes, RenameFlags,
+    SetAttrGuard, Timestamp,
 };
 
 use super::access::{Caller, EXECUTE, READ, WRITE};
@@ -800,30 +800,51 @@ impl Nfs<'_> {
         self.wcc(target, target.inode, before, None);
     }
 
+    /// CREATE: one proposal, which the shard applies only if the caller may write and
+    /// search the directory (`Delta::AsCaller`); no read of the directory before it, so
+    /// the reply carries no pre-operation attributes of it.
     async fn create(mut self, dirop: DirOp<'_>, how: CreateHow) {
-        let (target, before, made) = match self.writable_directory(dirop.dir).await {
-            Ok((target, before)) => {
+        let (target, made) = match self.resolve(dirop.dir).await {
+            Ok(target) => {
                 let made = self.create_file(&target, dirop.name, how).await;
                 if let Ok((inode, attributes)) = &made {
                     // The WRITE that usually follows checks these instead of reading.
                     self.service.writes.prime((target.export.id, *inode), attributes).await;
                 }
-                (Some(target), Some(before), made)
+                (Some(target), made)
             }
-            Err((target, status)) => (target, None, Err(status)),
+            Err(status) => (None, Err(status)),
         };
-        self.created(target.as_ref(), before.as_ref(), made);
+        self.created(target.as_ref(), None, made);
     }
 
     async fn create_file(&self, target: &Target, name: &[u8], how: CreateHow) -> Result<(InodeId, Attributes), Status> {
+        if target.export.options.read_only {
+            return Err(Status::RoFs);
+        }
         check_name(name)?;
-        let failed = |error: ClientError| status_of(&error);
+        let failed = |error: ClientError| match error {
+            // The directory itself is gone.
+            ClientError::Namespace(NamespaceError::NotFound) => Status::Stale,
+            error => status_of(&error),
+        };
+        let caller = CallerIds {
+            uid: target.caller.uid,
+            gid: target.caller.gid,
+            gids: target.caller.gids.clone(),
+        };
         match how {
             CreateHow::Unchecked(set) | CreateHow::Guarded(set) => {
                 let exclusive = matches!(how, CreateHow::Guarded(_));
                 let made = target
                     .namespace()
-                    .create_at(target.inode, name, creator(&target.caller, &set, 0o644), exclusive)
+                    .create_as(
+                        caller,
+                        target.inode,
+                        name,
+                        creator(&target.caller, &set, 0o644),
+                        exclusive,
+                    )
                     .await
                     .map_err(failed)?;
                 if set.size == Some(0) && made.1.size_bytes > 0 {
@@ -842,20 +863,18 @@ impl Nfs<'_> {
             }
             CreateHow::Exclusive(verifier) => {
                 let time = verifier_time(verifier);
-                let delta = Delta::Create {
-                    parent: target.inode,
-                    name: name.to_vec(),
-                    attributes: NewAttributes {
-                        mode: 0o644,
-                        uid: target.caller.uid,
-                        gid: target.caller.gid,
-                        time,
-                    },
-                    exclusive: true,
+                let attributes = NewAttributes {
+                    mode: 0o644,
+                    uid: target.caller.uid,
+                    gid: target.caller.gid,
+                    time,
                 };
-                match target.namespace().propose(&delta).await {
-                    Ok((Some(inode), Some(attributes))) => Ok((inode, attributes)),
-                    Ok(_) => Err(Status::ServerFault),
+                match target
+                    .namespace()
+                    .create_as_at(caller, target.inode, name, attributes, true)
+                    .await
+                {
+                    Ok(made) => Ok(made),
                     Err(ClientError::Namespace(NamespaceError::AlreadyExists)) => {
                         // A retry of the same create finds the verifier it stored.
                         let (inode, attributes) =

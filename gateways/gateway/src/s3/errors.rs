@@ -55,6 +55,7 @@ pub fn namespace_error(error: NamespaceError) -> S3Error {
             refused
         }
         NamespaceError::ReadOnly => s3_error!(ServiceUnavailable, "the cluster is in maintenance (read-only)"),
+        NamespaceError::AccessDenied => s3_error!(AccessDenied),
         error => {
             tracing::warn!(%error, "namespace refused a request");
             s3_error!(InternalError, "{error}")

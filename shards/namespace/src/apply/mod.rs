@@ -219,6 +219,21 @@ impl Tables {
                 Ok(())
             }
             Delta::Rmdir { parent, name, ctime } => self.rmdir(cx, *parent, name, *ctime),
+            Delta::AsCaller {
+                caller,
+                directory,
+                mask,
+                delta,
+            } => {
+                if matches!(**delta, Delta::AsCaller { .. }) {
+                    return Err(NamespaceError::invalid("an AsCaller delta inside another"));
+                }
+                // Checked and applied within one apply: no change can come in between.
+                if !caller.may(&self.directory(*directory)?.attributes, *mask) {
+                    return Err(NamespaceError::AccessDenied);
+                }
+                self.apply(cx, delta)
+            }
             Delta::Rename {
                 source_namespace,
                 from_parent,
@@ -364,6 +379,7 @@ impl Tables {
             | Delta::Link { .. }
             | Delta::Unlink { .. }
             | Delta::Rmdir { .. }
+            | Delta::AsCaller { .. }
             | Delta::Rename { .. } => self.apply(cx, delta),
         }
     }
