@@ -327,9 +327,32 @@ fn restrict_current_thread(cpus: &[usize]) {
 }
 
 /// A port `p` such that `p .. p + cores` are free on 127.0.0.1 ..= 127.0.0.`nodes`.
+/// A free port on 127.0.0.1 below the kernel's ephemeral range (32768-60999 by default):
+/// a port handed out for `127.0.0.1:0` is free again once released, and an outgoing
+/// connection (nfs-ganesha's, rpcbind's, a client's) may take it before the server the
+/// suite starts binds it. Successive calls walk the range from a random start, so the
+/// ports one run asks for (several before any is bound) differ.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = rand::random::<u32>() % u32::from(PORTS_SPAN);
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..PORTS_SPAN {
+        let port = (NEXT.fetch_add(1, Ordering::Relaxed) % u32::from(PORTS_SPAN)) as u16 + PORTS_FIRST;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {PORTS_FIRST}..{}", PORTS_FIRST + PORTS_SPAN)
+}
+
+/// The ports the suites take servers' ports from: below the ephemeral range.
+const PORTS_FIRST: u16 = 20_000;
+const PORTS_SPAN: u16 = 12_000;
+
 fn free_port_base(nodes: usize, cores: usize) -> anyhow::Result<u16> {
     for _ in 0..200 {
-        let base = rand::random::<u16>() % 30_000 + 20_000;
+        let base = rand::random::<u16>() % (PORTS_SPAN - cores as u16) + PORTS_FIRST;
         let free = (1..=nodes).all(|node| {
             (0..cores).all(|core| TcpListener::bind(SocketAddr::new(host(node), base + core as u16)).is_ok())
         });

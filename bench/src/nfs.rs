@@ -9,6 +9,7 @@
 //! ctypes: one synchronous client per process); metadata phases run `streams` clients at
 //! once, each in its own directory.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::cluster::free_port;
 use crate::report::Case;
 
 const SUITE: &str = "nfs";
@@ -114,10 +116,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Where a server serves: its NFS port, its MOUNT port and the export's path.
@@ -304,7 +302,7 @@ fn kiseki_up(options: &NfsOptions, work: &Path) -> anyhow::Result<(Server, u16)>
         .env("RUST_LOG", "warn")
         .env("KISEKI_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(File::create(work.join("kiseki-up.err"))?)
         .spawn()
         .with_context(|| format!("starting {}", options.kiseki.display()))?;
     let mut lines = BufReader::new(child.stdout.take().context("kiseki up's output")?).lines();
@@ -320,7 +318,13 @@ fn kiseki_up(options: &NfsOptions, work: &Path) -> anyhow::Result<(Server, u16)>
     }
     std::thread::spawn(move || for _ in lines {});
     if !(ready && nfs) {
-        bail!("kiseki up ended before its NFS gateway listened");
+        let errors = std::fs::read_to_string(work.join("kiseki-up.err")).unwrap_or_default();
+        let tail: Vec<&str> = errors.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "kiseki up ended before its NFS gateway listened; its last messages:\n{}",
+            tail.join("\n")
+        );
     }
     Ok((Server(child), port))
 }

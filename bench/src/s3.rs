@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-use crate::cluster::{ClusterSpec, LocalCluster};
+use crate::cluster::{free_port, ClusterSpec, LocalCluster};
 use crate::report::Case;
 
 const SUITE: &str = "s3";
@@ -125,10 +125,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Waits until `port` accepts connections.
