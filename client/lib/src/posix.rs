@@ -6,10 +6,20 @@
 use kiseki_api::{ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX};
 use kiseki_namespace::{
     AttrChanges, Attributes, CallerIds, Delta, DirEntry, FileKind, InodeId, NamespaceStats, NewAttributes, ReadPiece,
-    RenameFlags, WatchEvent, XattrSetMode,
+    RenameFlags, WatchEvent, XattrSetMode, MODE_EXECUTE, MODE_WRITE,
 };
 
 use crate::namespace::{now, unexpected};
+
+/// The delta creating regular file `name` in `parent`.
+fn create_delta(parent: InodeId, name: &[u8], attributes: NewAttributes, exclusive: bool) -> Delta {
+    Delta::Create {
+        parent,
+        name: name.to_vec(),
+        attributes,
+        exclusive,
+    }
+}
 use crate::{ClientError, Namespace};
 
 /// Who creates an inode, and with which permission bits.
@@ -64,13 +74,8 @@ impl Namespace {
         creator: Creator,
         exclusive: bool,
     ) -> Result<(InodeId, Attributes), ClientError> {
-        let delta = Delta::Create {
-            parent,
-            name: name.to_vec(),
-            attributes: creator.attributes(),
-            exclusive,
-        };
-        self.apply_for_inode(&delta).await
+        self.apply_for_inode(&create_delta(parent, name, creator.attributes(), exclusive))
+            .await
     }
 
     /// [`create_at`](Self::create_at) for `caller`, who must have write and search
@@ -102,13 +107,8 @@ impl Namespace {
         let delta = Delta::AsCaller {
             caller,
             directory: parent,
-            mask: 0o3,
-            delta: Box::new(Delta::Create {
-                parent,
-                name: name.to_vec(),
-                attributes,
-                exclusive,
-            }),
+            mask: MODE_WRITE | MODE_EXECUTE,
+            delta: Box::new(create_delta(parent, name, attributes, exclusive)),
         };
         self.apply_for_inode(&delta).await
     }

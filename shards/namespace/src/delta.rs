@@ -293,7 +293,7 @@ pub enum Delta {
         caller: CallerIds,
         /// The directory whose mode bits are checked.
         directory: InodeId,
-        /// `4` read, `2` write, `1` search: every bit must be granted.
+        /// `MODE_READ`, `MODE_WRITE`, `MODE_EXECUTE` (search): every bit must be granted.
         mask: u32,
         /// The change.
         delta: Box<Delta>,
@@ -319,15 +319,22 @@ impl CallerIds {
     }
 }
 
-/// Whether the mode bits of `attributes` grant every bit of `mask` (`4` read, `2` write,
-/// `1` execute or search) to user `uid` of groups `gid` and `gids`: the owner's bits if
+/// Read permission, in a [`mode_grants`] mask.
+pub const MODE_READ: u32 = 4;
+/// Write permission.
+pub const MODE_WRITE: u32 = 2;
+/// Execute permission (search, for directories).
+pub const MODE_EXECUTE: u32 = 1;
+
+/// Whether the mode bits of `attributes` grant every bit of `mask` (`MODE_READ`,
+/// `MODE_WRITE`, `MODE_EXECUTE`) to user `uid` of groups `gid` and `gids`: the owner's bits if
 /// it owns the inode, else the group's if it is in the inode's group, else the others';
 /// root passes all but execute on an inode that is not a directory and has no execute
 /// bit — the kernel's rule for a local file system.
 pub fn mode_grants(uid: u32, gid: u32, gids: &[u32], attributes: &crate::Attributes, mask: u32) -> bool {
     if uid == 0 {
         let executable = attributes.kind == FileKind::Directory || attributes.mode & 0o111 != 0;
-        return mask & 1 == 0 || executable;
+        return mask & MODE_EXECUTE == 0 || executable;
     }
     let bits = if uid == attributes.uid {
         attributes.mode >> 6

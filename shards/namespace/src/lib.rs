@@ -46,7 +46,7 @@ pub use apply::{Applied, ChunkReferenceChange};
 pub use config::{NamespaceConfig, WATCH_EVENTS_MIN};
 pub use delta::{
     mode_grants, AttrChanges, CallerIds, CompletedPart, Delta, ObjectCondition, ObjectContent, RenameFlags,
-    SetAttrGuard, XattrSetMode,
+    SetAttrGuard, XattrSetMode, MODE_EXECUTE, MODE_READ, MODE_WRITE,
 };
 pub use error::{Limit, NamespaceError, QuotaResource};
 pub use snapshot::{NamespaceSnapshot, SNAPSHOT_FORMAT_VERSION};

@@ -9,12 +9,7 @@ use kiseki_namespace::{Attributes, FileKind};
 use super::exports::{ExportOptions, Squash};
 use super::rpc::Credentials;
 
-/// Read permission.
-pub const READ: u32 = 4;
-/// Write permission.
-pub const WRITE: u32 = 2;
-/// Execute (search, for directories) permission.
-pub const EXECUTE: u32 = 1;
+pub use kiseki_namespace::{MODE_EXECUTE as EXECUTE, MODE_READ as READ, MODE_WRITE as WRITE};
 
 /// A caller, after its export's squashing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +48,15 @@ impl Caller {
                 gid: *gid,
                 gids: gids.clone(),
             },
+        }
+    }
+
+    /// The ids a shard checks a [`Delta::AsCaller`](kiseki_namespace::Delta::AsCaller) with.
+    pub fn ids(&self) -> kiseki_namespace::CallerIds {
+        kiseki_namespace::CallerIds {
+            uid: self.uid,
+            gid: self.gid,
+            gids: self.gids.clone(),
         }
     }
 

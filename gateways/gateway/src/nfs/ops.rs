@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use kiseki_client::{ClientError, Creator, Namespace};
 use kiseki_namespace::{
-    AttrChanges, Attributes, CallerIds, Delta, FileKind, InodeId, NamespaceError, NewAttributes, RenameFlags,
-    SetAttrGuard, Timestamp,
+    AttrChanges, Attributes, Delta, FileKind, InodeId, NamespaceError, NewAttributes, RenameFlags, SetAttrGuard,
+    Timestamp,
 };
 
 use super::access::{Caller, EXECUTE, READ, WRITE};
@@ -823,16 +823,13 @@ impl Nfs<'_> {
             return Err(Status::RoFs);
         }
         check_name(name)?;
-        let failed = |error: ClientError| match error {
-            // The directory itself is gone.
+        let failed = |error: ClientError| status_of(&error);
+        // The create's own NotFound: the directory the handle names is gone.
+        let create_failed = |error: ClientError| match error {
             ClientError::Namespace(NamespaceError::NotFound) => Status::Stale,
             error => status_of(&error),
         };
-        let caller = CallerIds {
-            uid: target.caller.uid,
-            gid: target.caller.gid,
-            gids: target.caller.gids.clone(),
-        };
+        let caller = target.caller.ids();
         match how {
             CreateHow::Unchecked(set) | CreateHow::Guarded(set) => {
                 let exclusive = matches!(how, CreateHow::Guarded(_));
@@ -846,7 +843,7 @@ impl Nfs<'_> {
                         exclusive,
                     )
                     .await
-                    .map_err(failed)?;
+                    .map_err(create_failed)?;
                 if set.size == Some(0) && made.1.size_bytes > 0 {
                     if !target.caller.may_access_data(&made.1, WRITE) {
                         return Err(Status::Acces);
@@ -887,7 +884,7 @@ impl Nfs<'_> {
                             Err(Status::Exist)
                         }
                     }
-                    Err(error) => Err(failed(error)),
+                    Err(error) => Err(create_failed(error)),
                 }
             }
         }
