@@ -24,6 +24,30 @@ pub struct WatchEvent {
     pub name: Option<Vec<u8>>,
 }
 
+impl WatchEvent {
+    /// The inodes whose attributes the event's delta may have changed: the inode, the
+    /// directory of the entry and, for a rename, the directory it left. A cache drops
+    /// what it holds of them (I-N11).
+    pub fn changed_inodes(&self) -> impl Iterator<Item = InodeId> + '_ {
+        let from_parent = match &self.kind {
+            WatchKind::Renamed { from_parent, .. } => Some(*from_parent),
+            _ => None,
+        };
+        std::iter::once(self.inode).chain(self.parent).chain(from_parent)
+    }
+
+    /// The directory entries `(directory, name)` the event's delta may have pointed at
+    /// another inode or removed: the entry and, for a rename, the one it left (I-N11).
+    pub fn changed_entries(&self) -> impl Iterator<Item = (InodeId, &[u8])> + '_ {
+        let here = self.parent.zip(self.name.as_deref());
+        let left = match &self.kind {
+            WatchKind::Renamed { from_parent, from_name } => Some((*from_parent, from_name.as_slice())),
+            _ => None,
+        };
+        here.into_iter().chain(left)
+    }
+}
+
 /// What a [`WatchEvent`] reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WatchKind {

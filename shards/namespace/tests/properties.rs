@@ -5,6 +5,8 @@
 //!   byte-identical snapshots; a replica restored from a snapshot mid-way continues
 //!   identically; a snapshot taken mid-way still restores to its own digest afterwards.
 //! - I-N9: a refused delta leaves the digest unchanged.
+//! - I-N11: every attribute or directory entry an applied delta changed is named by one
+//!   of its watch events.
 //! - I-N1..I-N8: `check_invariants` after every step; chunk reference changes reported by
 //!   `apply` match the counts.
 //! - File data against a byte-array model: extent splits, inline bytes, truncation, holes.
@@ -16,6 +18,7 @@ use kiseki_namespace::{
     RenameFlags, SealedInline, SetAttrGuard, Timestamp, UploadId, XattrSetMode,
 };
 use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A name that mostly exists already in the directory it is used with.
 fn existing_name() -> impl Strategy<Value = Vec<u8>> {
@@ -634,6 +637,74 @@ fn check(state: &NamespaceState) -> Result<(), TestCaseError> {
         .map_err(|error| TestCaseError::fail(format!("{error}")))
 }
 
+/// What a cache could hold of a state: every reachable inode's attributes and every
+/// directory entry.
+type Visible = (
+    BTreeMap<InodeId, kiseki_namespace::Attributes>,
+    BTreeMap<(InodeId, Vec<u8>), InodeId>,
+);
+
+fn visible(state: &NamespaceState) -> Visible {
+    let (directories, others) = live_inodes(state);
+    let mut attributes = BTreeMap::new();
+    for inode in directories.iter().chain(others.iter()) {
+        attributes.insert(*inode, state.getattr(*inode).unwrap());
+    }
+    let mut entries = BTreeMap::new();
+    for directory in &directories {
+        for entry in state.readdir(*directory, 0, usize::MAX).unwrap() {
+            entries.insert((*directory, entry.name.clone()), entry.inode);
+        }
+    }
+    (attributes, entries)
+}
+
+/// The first key whose value differs between `before` and `after` (added, removed or
+/// changed) and that `announced` does not hold.
+fn first_unannounced<'a, K: Ord, V: PartialEq>(
+    before: &'a BTreeMap<K, V>,
+    after: &'a BTreeMap<K, V>,
+    announced: &BTreeSet<K>,
+) -> Option<&'a K> {
+    before
+        .keys()
+        .chain(after.keys())
+        .find(|key| before.get(*key) != after.get(*key) && !announced.contains(*key))
+}
+
+/// I-N11: what changed between `before` and `after` is named by the events of `index`
+/// (when the ring still holds them all).
+fn changes_are_announced(
+    before: &Visible,
+    after: &Visible,
+    state: &NamespaceState,
+    index: u64,
+) -> Result<(), TestCaseError> {
+    let Ok(events) = state.events_since(index) else {
+        return Ok(());
+    };
+    let inodes: BTreeSet<InodeId> = events.iter().flat_map(|event| event.changed_inodes()).collect();
+    let entries: BTreeSet<(InodeId, Vec<u8>)> = events
+        .iter()
+        .flat_map(|event| event.changed_entries().map(|(parent, name)| (parent, name.to_vec())))
+        .collect();
+    let changed_inode = first_unannounced(&before.0, &after.0, &inodes);
+    prop_assert!(
+        changed_inode.is_none(),
+        "inode {:?} changed unannounced: {:?}",
+        changed_inode,
+        events
+    );
+    let changed_entry = first_unannounced(&before.1, &after.1, &entries);
+    prop_assert!(
+        changed_entry.is_none(),
+        "entry {:?} changed unannounced: {:?}",
+        changed_entry,
+        events
+    );
+    Ok(())
+}
+
 /// Applies `deltas` to two replicas (and, from `snapshot_at`, to a restored copy) and
 /// checks that they agree step by step and that the invariants hold.
 fn replicas_agree(deltas: &[Delta], snapshot_at: usize) -> Result<(), TestCaseError> {
@@ -646,11 +717,13 @@ fn replicas_agree(deltas: &[Delta], snapshot_at: usize) -> Result<(), TestCaseEr
         let index = position as u64 + 1;
         let delta = &resolve(delta, &replica);
         let digest_before = replica.state_digest();
+        let visible_before = visible(&replica);
         let result = replica.apply(index, delta);
         prop_assert_eq!(&result, &other.apply(index, delta));
         match &result {
             Err(_) => prop_assert_eq!(replica.state_digest(), digest_before, "refused {:?}", delta),
             Ok(applied) => {
+                changes_are_announced(&visible_before, &visible(&replica), &replica, index)?;
                 for change in &applied.chunk_references {
                     prop_assert_eq!(replica.chunk_reference_count(&change.locator), change.after);
                     prop_assert_ne!(change.before, change.after);
