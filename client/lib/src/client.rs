@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
@@ -16,12 +16,15 @@ use kiseki_api::meta::{
     DiscoverReply, DiscoverRequest, ProposeReply, ProposeRequest, ReadReply, ReadRequest, Redirect, StatusReply,
     StatusRequest, MSG_DISCOVER, MSG_PROPOSE, MSG_READ, MSG_STATUS,
 };
-use kiseki_api::{split_device_id, ClusterMap, DeltaOutcome, ReadAnswer, ReadQuery, READDIR_ENTRIES_MAX};
-use kiseki_namespace::{Delta, DirEntry, InodeId, READDIR_COOKIE_FIRST};
+use kiseki_api::{
+    split_device_id, ClusterMap, DeltaOutcome, ReadAnswer, ReadQuery, READDIR_ENTRIES_MAX, WATCH_EVENTS_PER_READ_MAX,
+};
+use kiseki_namespace::{Delta, DirEntry, InodeId, NamespaceError, WatchEvent, READDIR_COOKIE_FIRST};
 use kiseki_net::{decode_body, encode_body, NetError};
 use kiseki_placement::{Device, DeviceId, NodeId, PoolMap};
 
 use crate::links::{back_off, Connector, Links};
+use crate::metadata::{MetadataCacheOptions, ShardMetadataCache};
 use crate::ClientError;
 
 /// Settings of a [`Client`].
@@ -34,6 +37,9 @@ pub struct ClientOptions {
     pub deadline_ms: u64,
     /// Idle client sessions kept for reuse (each holds one proposal at a time).
     pub sessions_max: usize,
+    /// The metadata cache of every shard (off by default: a client that caches reads
+    /// another process's changes up to a watch interval late).
+    pub metadata_cache: MetadataCacheOptions,
 }
 
 impl Default for ClientOptions {
@@ -42,6 +48,7 @@ impl Default for ClientOptions {
             connector: Connector::default(),
             deadline_ms: 30_000,
             sessions_max: 1024,
+            metadata_cache: MetadataCacheOptions::off(),
         }
     }
 }
@@ -74,6 +81,8 @@ struct Inner {
     leaders: Vec<AtomicU64>,
     sessions: ArrayQueue<Session>,
     deadline_ms: u64,
+    /// Metadata cache per shard (index shard - 1).
+    metadata: Vec<ShardMetadataCache>,
 }
 
 /// The native client of a Kiseki cluster. Cheap to clone; every clone shares the
@@ -132,6 +141,10 @@ impl Client {
             }
         }
         let links = Links::new(&map, options.connector);
+        let epoch = Instant::now();
+        let metadata = (0..map.shards)
+            .map(|_| ShardMetadataCache::new(options.metadata_cache, epoch))
+            .collect();
         Ok(Client {
             inner: Arc::new(Inner {
                 pool,
@@ -139,6 +152,7 @@ impl Client {
                 leaders,
                 sessions: ArrayQueue::new(options.sessions_max.max(1)),
                 deadline_ms: options.deadline_ms,
+                metadata,
                 map,
             }),
         })
@@ -169,9 +183,61 @@ impl Client {
             .and_then(|index| self.inner.leaders.get(index as usize))
     }
 
+    /// The metadata cache of `shard` (whether it holds anything depends on
+    /// [`ClientOptions::metadata_cache`]).
+    pub fn metadata(&self, shard: u64) -> Option<&ShardMetadataCache> {
+        shard
+            .checked_sub(1)
+            .and_then(|index| self.inner.metadata.get(index as usize))
+    }
+
+    /// Prometheus text of the metadata caches' counters, per shard that used its cache.
+    pub fn metadata_metrics_text(&self) -> String {
+        let mut text = String::new();
+        let names = [
+            ("hits", "lookups answered from the metadata cache"),
+            ("misses", "lookups the metadata cache sent to the shard"),
+            ("invalidations", "cached values dropped by watch events"),
+            ("resets", "times the metadata cache dropped everything"),
+        ];
+        let stats: Vec<(u64, crate::metadata::MetadataCacheStats)> = (1..=self.inner.metadata.len() as u64)
+            .filter_map(|shard| Some((shard, self.metadata(shard)?.stats())))
+            .filter(|(_, stats)| *stats != Default::default())
+            .collect();
+        for (name, help) in names {
+            text += &format!(
+                "# HELP kiseki_metadata_cache_{name}_total {help}\n# TYPE kiseki_metadata_cache_{name}_total counter\n"
+            );
+            for (shard, stats) in &stats {
+                let value = match name {
+                    "hits" => stats.hits,
+                    "misses" => stats.misses,
+                    "invalidations" => stats.invalidations,
+                    _ => stats.resets,
+                };
+                text += &format!("kiseki_metadata_cache_{name}_total{{shard=\"{shard}\"}} {value}\n");
+            }
+        }
+        text
+    }
+
+    /// Starts following `shard`'s watch events from `index` if nobody does yet.
+    fn arm_metadata(&self, shard: u64, index: u64) {
+        let Some(cache) = self.metadata(shard) else { return };
+        if cache.arm(index, Instant::now()) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(watch_shard(Arc::downgrade(&self.inner), shard));
+                }
+                Err(_) => cache.reset(u64::MAX),
+            }
+        }
+    }
+
     /// Proposes `delta` on `shard` and waits until it is applied on a majority: the log
     /// index and the outcome. A refused delta is `Ok` with `DeltaOutcome::Refused`.
     pub async fn propose(&self, shard: u64, delta: &Delta) -> Result<(u64, DeltaOutcome), ClientError> {
+        let asked = Instant::now();
         let mut session = self.inner.sessions.pop().unwrap_or_else(Session::new);
         session.sequence += 1;
         let body = encode_body(&ProposeRequest {
@@ -183,7 +249,7 @@ impl Client {
         let answer = self
             .call_leader(shard, MSG_PROPOSE, &body, |bytes| {
                 Ok(match decode_body::<ProposeReply>(bytes)? {
-                    ProposeReply::Applied { index, outcome } => Ok((index, outcome)),
+                    ProposeReply::Applied { index, outcome, events } => Ok((index, outcome, events)),
                     ProposeReply::Redirect(redirect) => Err(redirect),
                 })
             })
@@ -191,26 +257,48 @@ impl Client {
         // A session whose last proposal has an unknown outcome is still usable: its next
         // proposal takes the next sequence number.
         let _ = self.inner.sessions.push(session);
-        let (index, outcome) = answer?;
+        let (index, outcome, events) = answer?;
         let outcome: DeltaOutcome = postcard::from_bytes(&outcome)
             .map_err(|error| ClientError::Invalid(format!("a node sent an undecodable outcome: {error}")))?;
+        if let Some(cache) = self.metadata(shard).filter(|cache| cache.options().enabled()) {
+            // Undecodable events count as unknown: the cache drops everything.
+            let events: Option<Vec<WatchEvent>> = postcard::from_bytes(&events).unwrap_or(None);
+            let changed = match &outcome {
+                DeltaOutcome::Done {
+                    inode: Some(inode),
+                    attributes: Some(attributes),
+                } => Some((*inode, attributes)),
+                _ => None,
+            };
+            self.arm_metadata(shard, index);
+            cache.applied(index, events.as_deref(), changed, asked, Instant::now());
+        }
         Ok((index, outcome))
     }
 
     /// Reads `query` on `shard`, linearizably (the leader answers after a read barrier).
     pub async fn read(&self, shard: u64, query: &ReadQuery) -> Result<ReadAnswer, ClientError> {
+        Ok(self.read_at(shard, query).await?.1)
+    }
+
+    /// [`Self::read`], with the log index the answer reflects (at least).
+    pub async fn read_at(&self, shard: u64, query: &ReadQuery) -> Result<(u64, ReadAnswer), ClientError> {
         let query = postcard::to_allocvec(query).map_err(|error| ClientError::Invalid(error.to_string()))?;
         let body = encode_body(&ReadRequest { shard, query })?;
-        let answer = self
+        let (index, answer) = self
             .call_leader(shard, MSG_READ, &body, |bytes| {
                 Ok(match decode_body::<ReadReply>(bytes)? {
-                    ReadReply::Done { answer, .. } => Ok(answer),
+                    ReadReply::Done { index, answer } => Ok((index, answer)),
                     ReadReply::Redirect(redirect) => Err(redirect),
                 })
             })
             .await?;
-        postcard::from_bytes(&answer)
-            .map_err(|error| ClientError::Invalid(format!("a node sent an undecodable read answer: {error}")))
+        let answer = postcard::from_bytes(&answer)
+            .map_err(|error| ClientError::Invalid(format!("a node sent an undecodable read answer: {error}")))?;
+        if self.metadata(shard).is_some_and(|cache| cache.options().enabled()) {
+            self.arm_metadata(shard, index);
+        }
+        Ok((index, answer))
     }
 
     /// Every entry of directory `dir` in `shard`'s namespace, in cookie order (paged
@@ -565,5 +653,52 @@ fn refusal(node: u64, device: u16, reply: FragmentReply) -> ClientError {
     ClientError::Refused {
         node: format!("node {node} device {device}"),
         reason: format!("{reply:?}"),
+    }
+}
+
+/// Follows `shard`'s watch events into its metadata cache until the client is dropped.
+async fn watch_shard(client: Weak<Inner>, shard: u64) {
+    loop {
+        let pause = match client.upgrade() {
+            Some(inner) => inner.metadata[(shard - 1) as usize].watch_pause(Instant::now()),
+            None => return,
+        };
+        tokio::time::sleep(pause).await;
+        let Some(inner) = client.upgrade() else { return };
+        let client = Client { inner };
+        let Some(cache) = client.metadata(shard) else { return };
+        loop {
+            let query = ReadQuery::WatchSince {
+                sequence: cache.watched(),
+                limit: WATCH_EVENTS_PER_READ_MAX,
+            };
+            match client.read(shard, &query).await {
+                Ok(ReadAnswer::Events(events)) => {
+                    let truncated = events.len() >= WATCH_EVENTS_PER_READ_MAX as usize;
+                    cache.watch_read(&events, truncated, Instant::now());
+                    if !truncated {
+                        break;
+                    }
+                }
+                Ok(ReadAnswer::Failed(NamespaceError::WatchGap { oldest_available, .. })) => {
+                    cache.watch_gap(oldest_available, Instant::now());
+                    break;
+                }
+                Ok(other) => {
+                    tracing::warn!(
+                        shard,
+                        ?other,
+                        "watch read answered something else; metadata cache dropped"
+                    );
+                    cache.reset(cache.watched());
+                    break;
+                }
+                Err(error) => {
+                    // Values expire by their TTL meanwhile.
+                    tracing::debug!(shard, %error, "watch read failed; trying again");
+                    break;
+                }
+            }
+        }
     }
 }

@@ -9,7 +9,8 @@
 //! and directories of a namespace ([`Namespace`]) with client-side chunking, encryption
 //! and erasure coding through `kiseki-pipeline`; the key server's and the control plane's
 //! calling sides ([`services`]) and the profile that names them ([`profile`]), through
-//! which a client opens a tenant's namespace with keys it is allowed to hold.
+//! which a client opens a tenant's namespace with keys it is allowed to hold; and, when
+//! asked for, a metadata cache per shard ([`metadata`]) kept right by watch events.
 //!
 //! **Invariants.**
 //! - I-K1: plaintext never leaves this process: only sealed fragments are sent, and the
@@ -17,6 +18,9 @@
 //! - I-L5: a file's extents are committed only after the write quorum of every chunk
 //!   they reference is durable ([`write_quorum`]); a fragment beyond the quorum is either
 //!   durable or absent, never partial, and the chunk counts as degraded until repaired.
+//! - I-MC1: a cached entry or attribute is dropped by the first applied watch event above
+//!   the index it reflects, and served only while fresh and while the shard's events are
+//!   being read ([`metadata`]).
 //! - Reads return only verified plaintext: fragments are checked, the AEAD tag and
 //!   `H(plaintext) == K` are verified, or the read fails.
 //!
@@ -34,6 +38,7 @@ mod health;
 mod inline;
 mod keys;
 mod links;
+pub mod metadata;
 mod namespace;
 mod objects;
 mod posix;
@@ -51,5 +56,5 @@ pub use namespace::{
 };
 pub use objects::{ObjectWriter, StoredData};
 pub use posix::{Capacity, Creator};
-pub use profile::{open_namespace, Profile};
+pub use profile::{open_namespace, open_namespace_with, Profile};
 pub use services::{ControlClient, KeyServerClient, TlsIdentity};

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kiseki_api::{DeltaOutcome, ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX};
 use kiseki_namespace::{
@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::chunk_record::ChunkRecord;
+use crate::metadata::ShardMetadataCache;
 use crate::{Client, ClientError, KeyMaterial};
 
 /// Settings of a [`Namespace`].
@@ -186,7 +187,18 @@ impl Namespace {
         keys: KeyMaterial,
         durability: Option<Durability>,
     ) -> Result<Namespace, ClientError> {
-        let client = Client::connect(seed, crate::ClientOptions::default()).await?;
+        Namespace::connect_with(seed, shard, keys, durability, crate::ClientOptions::default()).await
+    }
+
+    /// [`Self::connect`] through a client with `client_options`.
+    pub async fn connect_with(
+        seed: std::net::SocketAddr,
+        shard: u64,
+        keys: KeyMaterial,
+        durability: Option<Durability>,
+        client_options: crate::ClientOptions,
+    ) -> Result<Namespace, ClientError> {
+        let client = Client::connect(seed, client_options).await?;
         let durability = durability.unwrap_or_else(|| default_durability(client.pool().devices().len()));
         Namespace::new(
             client,
@@ -224,21 +236,51 @@ impl Namespace {
     }
 
     pub(crate) async fn read(&self, query: &ReadQuery) -> Result<ReadAnswer, ClientError> {
-        match self.client.read(self.shard, query).await? {
-            ReadAnswer::Failed(error) => Err(ClientError::Namespace(error)),
+        Ok(self.read_at(query).await?.1)
+    }
+
+    /// [`Self::read`] with the log index the answer reflects.
+    pub(crate) async fn read_at(&self, query: &ReadQuery) -> Result<(u64, ReadAnswer), ClientError> {
+        match self.client.read_at(self.shard, query).await? {
+            (_, ReadAnswer::Failed(error)) => Err(ClientError::Namespace(error)),
             answer => Ok(answer),
         }
     }
 
+    /// The shard's metadata cache, when the client keeps one.
+    pub(crate) fn metadata(&self) -> Option<&ShardMetadataCache> {
+        self.client
+            .metadata(self.shard)
+            .filter(|cache| cache.options().enabled())
+    }
+
     /// `lookup(parent, name)`.
     pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<(InodeId, Attributes), ClientError> {
+        if let Some(cache) = self.metadata() {
+            let now = Instant::now();
+            let hit = cache
+                .entry(parent, name, now)
+                .and_then(|inode| Some((inode, cache.attributes(inode, now)?)));
+            cache.count(hit.is_some(), Instant::now());
+            if let Some(hit) = hit {
+                return Ok(hit);
+            }
+        }
         let query = ReadQuery::Lookup {
             parent,
             name: name.to_vec(),
         };
-        match self.read(&query).await? {
-            ReadAnswer::Entry { inode, attributes } => Ok((inode, attributes)),
-            other => Err(unexpected(&other)),
+        let asked = Instant::now();
+        match self.read_at(&query).await? {
+            (index, ReadAnswer::Entry { inode, attributes }) => {
+                if let Some(cache) = self.metadata() {
+                    let now = Instant::now();
+                    cache.store_entry(parent, name, inode, index, asked, now);
+                    cache.store_attributes(inode, &attributes, index, asked, now);
+                }
+                Ok((inode, attributes))
+            }
+            (_, other) => Err(unexpected(&other)),
         }
     }
 
@@ -271,9 +313,22 @@ impl Namespace {
 
     /// `getattr(inode)`.
     pub async fn getattr(&self, inode: InodeId) -> Result<Attributes, ClientError> {
-        match self.read(&ReadQuery::GetAttr { inode }).await? {
-            ReadAnswer::Attributes(attributes) => Ok(attributes),
-            other => Err(unexpected(&other)),
+        if let Some(cache) = self.metadata() {
+            let hit = cache.attributes(inode, Instant::now());
+            cache.count(hit.is_some(), Instant::now());
+            if let Some(hit) = hit {
+                return Ok(hit);
+            }
+        }
+        let asked = Instant::now();
+        match self.read_at(&ReadQuery::GetAttr { inode }).await? {
+            (index, ReadAnswer::Attributes(attributes)) => {
+                if let Some(cache) = self.metadata() {
+                    cache.store_attributes(inode, &attributes, index, asked, Instant::now());
+                }
+                Ok(attributes)
+            }
+            (_, other) => Err(unexpected(&other)),
         }
     }
 

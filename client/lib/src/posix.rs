@@ -3,6 +3,8 @@
 //! entry by name, carries the caller's owner, and returns the attributes the shard
 //! applied, so the front end can answer the kernel without a second round trip.
 
+use std::time::Instant;
+
 use kiseki_api::{ReadAnswer, ReadQuery, EXTENTS_READ_BYTES_MAX, READDIR_ENTRIES_MAX};
 use kiseki_namespace::{
     AttrChanges, Attributes, CallerIds, Delta, DirEntry, FileKind, InodeId, NamespaceStats, NewAttributes, ReadPiece,
@@ -307,13 +309,41 @@ impl Namespace {
         parent: InodeId,
         name: &[u8],
     ) -> Result<(Attributes, Option<(InodeId, Attributes)>), ClientError> {
+        if let Some(cache) = self.metadata() {
+            let now = Instant::now();
+            let hit = cache.attributes(parent, now).and_then(|directory| {
+                let inode = cache.entry(parent, name, now)?;
+                Some((directory, Some((inode, cache.attributes(inode, now)?))))
+            });
+            cache.count(hit.is_some(), Instant::now());
+            if let Some(hit) = hit {
+                return Ok(hit);
+            }
+        }
         let query = ReadQuery::LookupIn {
             parent,
             name: name.to_vec(),
         };
-        match self.read(&query).await? {
-            ReadAnswer::LookedUp { parent, entry } => Ok((parent, entry)),
-            other => Err(unexpected(&other)),
+        let asked = Instant::now();
+        match self.read_at(&query).await? {
+            (
+                index,
+                ReadAnswer::LookedUp {
+                    parent: directory,
+                    entry,
+                },
+            ) => {
+                if let Some(cache) = self.metadata() {
+                    let now = Instant::now();
+                    cache.store_attributes(parent, &directory, index, asked, now);
+                    if let Some((inode, attributes)) = &entry {
+                        cache.store_entry(parent, name, *inode, index, asked, now);
+                        cache.store_attributes(*inode, attributes, index, asked, now);
+                    }
+                }
+                Ok((directory, entry))
+            }
+            (_, other) => Err(unexpected(&other)),
         }
     }
 
@@ -366,9 +396,19 @@ impl Namespace {
             after_cookie,
             limit: limit.min(READDIR_ENTRIES_MAX),
         };
-        match self.read(&query).await? {
-            ReadAnswer::EntriesPlus(entries) => Ok(entries),
-            other => Err(unexpected(&other)),
+        let asked = Instant::now();
+        match self.read_at(&query).await? {
+            (index, ReadAnswer::EntriesPlus(entries)) => {
+                if let Some(cache) = self.metadata() {
+                    let now = Instant::now();
+                    for (entry, attributes) in &entries {
+                        cache.store_entry(dir, &entry.name, entry.inode, index, asked, now);
+                        cache.store_attributes(entry.inode, attributes, index, asked, now);
+                    }
+                }
+                Ok(entries)
+            }
+            (_, other) => Err(unexpected(&other)),
         }
     }
 

@@ -136,11 +136,22 @@ pub async fn open_namespace(
     name: &str,
     durability: Option<kiseki_pipeline::Durability>,
 ) -> Result<(Namespace, NamespaceInfo), ClientError> {
+    open_namespace_with(profile, tenant, name, durability, ClientOptions::default()).await
+}
+
+/// [`open_namespace`] through a client with `client_options` (a metadata cache, say).
+pub async fn open_namespace_with(
+    profile: &Profile,
+    tenant: &str,
+    name: &str,
+    durability: Option<kiseki_pipeline::Durability>,
+    client_options: ClientOptions,
+) -> Result<(Namespace, NamespaceInfo), ClientError> {
     let control = profile.control().await?;
     let info = control.resolve_namespace(tenant, name).await?;
     let keyserver = profile.keyserver().await?;
     let keys = fetch_keys(&keyserver, tenant, info.settings.dedup).await?;
-    let client = Client::connect(profile.cluster, ClientOptions::default()).await?;
+    let client = Client::connect(profile.cluster, client_options).await?;
     let mut options = namespace_options(&info, client.pool().devices().len())?;
     if let Some(durability) = durability {
         options.write.durability = durability;

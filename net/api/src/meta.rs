@@ -71,6 +71,10 @@ pub enum ProposeReply {
         index: u64,
         /// The encoded outcome.
         outcome: Vec<u8>,
+        /// The postcard encoding of an `Option<Vec<WatchEvent>>`: the watch events of the
+        /// entry (what it changed, for the proposer's metadata cache), `None` when the
+        /// shard no longer holds them all.
+        events: Vec<u8>,
     },
     /// Not run here.
     Redirect(Redirect),

@@ -101,7 +101,7 @@ impl MetaClient {
         let answer = self.call_leader(shard, MSG_PROPOSE, &body, |bytes| {
             let reply: ProposeReply = decode_body(bytes)?;
             Ok(match reply {
-                ProposeReply::Applied { index, outcome } => Ok((index, outcome)),
+                ProposeReply::Applied { index, outcome, .. } => Ok((index, outcome)),
                 ProposeReply::Redirect(redirect) => Err(redirect),
             })
         });

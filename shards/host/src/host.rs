@@ -342,9 +342,11 @@ impl CoreHost {
                         output,
                     } => {
                         if let Some(waiter) = slot.proposals.remove(&proposal_id) {
+                            let events = slot.replica.state().events_of(index);
                             waiter.send(ProposeReply::Applied {
                                 index,
                                 outcome: encode_outcome(&output),
+                                events: postcard::to_allocvec(&events).unwrap_or_default(),
                             });
                         }
                     }

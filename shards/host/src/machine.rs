@@ -7,7 +7,9 @@ use kiseki_api::{
     WATCH_EVENTS_PER_READ_MAX,
 };
 use kiseki_consensus::StateMachine;
-use kiseki_namespace::{Delta, InodeId, NamespaceConfig, NamespaceError, NamespaceSnapshot, NamespaceState};
+use kiseki_namespace::{
+    Delta, InodeId, NamespaceConfig, NamespaceError, NamespaceSnapshot, NamespaceState, WatchEvent,
+};
 
 use crate::HostError;
 
@@ -28,6 +30,14 @@ impl NamespaceMachine {
     /// The state.
     pub fn state(&self) -> &NamespaceState {
         &self.state
+    }
+
+    /// The watch events of the entry applied at `index` (it and later entries applied
+    /// since), or `None` once the ring no longer holds all of them.
+    pub fn events_of(&self, index: u64) -> Option<Vec<WatchEvent>> {
+        let mut events = self.state.events_since(index).ok()?;
+        events.retain(|event| event.sequence == index);
+        Some(events)
     }
 
     /// Answers `query` from the current state.
