@@ -31,6 +31,14 @@ struct NfsOptions {
     /// Address to listen on (NFS and MOUNT).
     #[arg(long, default_value = "127.0.0.1:2049")]
     listen: SocketAddr,
+    /// How long cached directory entries and attributes are served at most (0: no
+    /// metadata cache). Changes made by other clients reach the cache through the
+    /// shard's watch events, within about `--metadata-watch-interval-ms`.
+    #[arg(long, default_value_t = 30_000)]
+    metadata_cache_ttl_ms: u64,
+    /// Pause between two reads of a shard's watch events by the metadata cache.
+    #[arg(long, default_value_t = 20)]
+    metadata_watch_interval_ms: u64,
     /// Address of the metrics and health endpoint (`/metrics`, `/health`).
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
@@ -72,6 +80,14 @@ struct S3Options {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// How long cached directory entries and attributes are served at most (0: no
+    /// metadata cache). Changes made by other clients reach the cache through the
+    /// shard's watch events, within about `--metadata-watch-interval-ms`.
+    #[arg(long, default_value_t = 30_000)]
+    metadata_cache_ttl_ms: u64,
+    /// Pause between two reads of a shard's watch events by the metadata cache.
+    #[arg(long, default_value_t = 20)]
+    metadata_watch_interval_ms: u64,
     /// Any core of any node of the cluster.
     #[arg(long, env = "KISEKI_CLUSTER", default_value = "127.0.0.1:9100")]
     cluster: SocketAddr,
@@ -126,6 +142,18 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Client options with the metadata cache the command line asks for.
+fn client_options(ttl_ms: u64, watch_interval_ms: u64) -> kiseki_client::ClientOptions {
+    kiseki_client::ClientOptions {
+        metadata_cache: kiseki_client::metadata::MetadataCacheOptions {
+            ttl_ms,
+            watch_interval_ms,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 /// Opens a namespace, waiting up to `CONNECT_WAIT` for the cluster to come up (the
 /// gateway may start beside its nodes, as under `kiseki up`).
 async fn connect(options: &S3Options, shard: u64, keys: KeyMaterial) -> anyhow::Result<Namespace> {
@@ -134,8 +162,11 @@ async fn connect(options: &S3Options, shard: u64, keys: KeyMaterial) -> anyhow::
     let keys = Arc::new(keys);
     loop {
         let attempt = async {
-            let client =
-                kiseki_client::Client::connect(options.cluster, kiseki_client::ClientOptions::default()).await?;
+            let client = kiseki_client::Client::connect(
+                options.cluster,
+                client_options(options.metadata_cache_ttl_ms, options.metadata_watch_interval_ms),
+            )
+            .await?;
             let devices = client.pool().devices().len();
             let durability = options
                 .durability
@@ -184,8 +215,11 @@ async fn control_tenants(options: &S3Options, control: SocketAddr) -> anyhow::Re
         let attempt = async {
             let control = ControlClient::connect(control, &identity).await?;
             let keyserver = KeyServerClient::connect(keyserver, &identity).await?;
-            let client =
-                kiseki_client::Client::connect(options.cluster, kiseki_client::ClientOptions::default()).await?;
+            let client = kiseki_client::Client::connect(
+                options.cluster,
+                client_options(options.metadata_cache_ttl_ms, options.metadata_watch_interval_ms),
+            )
+            .await?;
             Tenants::from_control(control, keyserver, client, &options.namespace).await
         };
         match attempt.await {
@@ -231,8 +265,17 @@ async fn run_s3(options: S3Options) -> anyhow::Result<()> {
         tokio::spawn(kiseki_net::serve_admin(
             admin,
             move || {
-                let tenants = metrics_tenants.table().tenants.len();
-                async move { format!("# TYPE kiseki_gateway_tenants gauge\nkiseki_gateway_tenants {tenants}\n") }
+                let table = metrics_tenants.table();
+                let mut text = format!(
+                    "# TYPE kiseki_gateway_tenants gauge\nkiseki_gateway_tenants {}\n",
+                    table.tenants.len()
+                );
+                // Tenants from the control plane share one client (a tenants file's do
+                // not; the first one's counters are shown).
+                if let Some(tenant) = table.tenants.first() {
+                    text += &tenant.namespace.client().metadata_metrics_text();
+                }
+                async move { text }
             },
             std::future::pending(),
         ));
@@ -265,13 +308,14 @@ async fn services(
     control: SocketAddr,
     keyserver: SocketAddr,
     cluster: SocketAddr,
+    client_options: kiseki_client::ClientOptions,
 ) -> anyhow::Result<(ControlClient, KeyServerClient, kiseki_client::Client)> {
     let started = std::time::Instant::now();
     loop {
         let attempt = async {
             let control = ControlClient::connect(control, identity).await?;
             let keyserver = KeyServerClient::connect(keyserver, identity).await?;
-            let client = kiseki_client::Client::connect(cluster, kiseki_client::ClientOptions::default()).await?;
+            let client = kiseki_client::Client::connect(cluster, client_options.clone()).await?;
             control.status().await?;
             Ok::<_, kiseki_client::ClientError>((control, keyserver, client))
         };
@@ -292,7 +336,14 @@ async fn run_nfs(options: NfsOptions) -> anyhow::Result<()> {
         None => exports::ExportsConfig::default(),
     };
     let identity = TlsIdentity::in_dir(&options.tls_dir, &options.tls_name);
-    let (control, keyserver, client) = services(&identity, options.control, options.keyserver, options.cluster).await?;
+    let (control, keyserver, client) = services(
+        &identity,
+        options.control,
+        options.keyserver,
+        options.cluster,
+        client_options(options.metadata_cache_ttl_ms, options.metadata_watch_interval_ms),
+    )
+    .await?;
     let key = keyserver
         .service_key(handle::HANDLE_KEY_NAME)
         .await
@@ -302,6 +353,7 @@ async fn run_nfs(options: NfsOptions) -> anyhow::Result<()> {
         dir: options.cache_dir.clone(),
         bytes_per_export: options.read_cache_bytes,
     };
+    let metrics_client = client.clone();
     let exports = Arc::new(exports::Exports::start(control, keyserver, client, config, cache).await?);
     let refresh = std::time::Duration::from_millis(options.exports_refresh_ms.max(100));
     tokio::spawn(Arc::clone(&exports).refresh_every(refresh));
@@ -332,7 +384,7 @@ async fn run_nfs(options: NfsOptions) -> anyhow::Result<()> {
         tokio::spawn(kiseki_net::serve_admin(
             admin,
             move || {
-                let text = metrics.metrics_text();
+                let text = metrics.metrics_text() + &metrics_client.metadata_metrics_text();
                 async move { text }
             },
             kiseki_net::stopped(stopping.clone()),
