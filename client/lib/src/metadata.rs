@@ -210,6 +210,27 @@ impl ShardMetadataCache {
             .map(|cached| cached.value.clone())
     }
 
+    /// The inode `(parent, name)` names and its attributes, if both are cached and fresh.
+    pub fn entry_with_attributes(&self, parent: InodeId, name: &[u8], now: Instant) -> Option<(InodeId, Attributes)> {
+        let inode = self.entry(parent, name, now)?;
+        Some((inode, self.attributes(inode, now)?))
+    }
+
+    /// Stores that `(parent, name)` named `inode` with `attributes` at `index` (a read
+    /// that began at `asked`).
+    pub fn store_entry_with_attributes(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        (inode, attributes): (InodeId, &Attributes),
+        index: u64,
+        asked: Instant,
+        now: Instant,
+    ) {
+        self.store_entry(parent, name, inode, index, asked, now);
+        self.store_attributes(inode, attributes, index, asked, now);
+    }
+
     /// Counts a lookup answered here (`hit`) or by the shard.
     pub fn count(&self, hit: bool, now: Instant) {
         let counter = if hit { &self.hits } else { &self.misses };
@@ -422,7 +443,7 @@ impl ShardMetadataCache {
             self.watched.store(index, Ordering::SeqCst);
             self.heard_ms.store(self.millis(now), Ordering::Relaxed);
         }
-        !self.watcher_started.swap(true, Ordering::SeqCst)
+        !self.watcher_started.load(Ordering::Relaxed) && !self.watcher_started.swap(true, Ordering::SeqCst)
     }
 
     /// The next sequence the watcher asks for.

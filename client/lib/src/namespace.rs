@@ -258,10 +258,8 @@ impl Namespace {
     pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<(InodeId, Attributes), ClientError> {
         if let Some(cache) = self.metadata() {
             let now = Instant::now();
-            let hit = cache
-                .entry(parent, name, now)
-                .and_then(|inode| Some((inode, cache.attributes(inode, now)?)));
-            cache.count(hit.is_some(), Instant::now());
+            let hit = cache.entry_with_attributes(parent, name, now);
+            cache.count(hit.is_some(), now);
             if let Some(hit) = hit {
                 return Ok(hit);
             }
@@ -274,9 +272,7 @@ impl Namespace {
         match self.read_at(&query).await? {
             (index, ReadAnswer::Entry { inode, attributes }) => {
                 if let Some(cache) = self.metadata() {
-                    let now = Instant::now();
-                    cache.store_entry(parent, name, inode, index, asked, now);
-                    cache.store_attributes(inode, &attributes, index, asked, now);
+                    cache.store_entry_with_attributes(parent, name, (inode, &attributes), index, asked, Instant::now());
                 }
                 Ok((inode, attributes))
             }
@@ -314,8 +310,9 @@ impl Namespace {
     /// `getattr(inode)`.
     pub async fn getattr(&self, inode: InodeId) -> Result<Attributes, ClientError> {
         if let Some(cache) = self.metadata() {
-            let hit = cache.attributes(inode, Instant::now());
-            cache.count(hit.is_some(), Instant::now());
+            let now = Instant::now();
+            let hit = cache.attributes(inode, now);
+            cache.count(hit.is_some(), now);
             if let Some(hit) = hit {
                 return Ok(hit);
             }

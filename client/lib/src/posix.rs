@@ -311,11 +311,10 @@ impl Namespace {
     ) -> Result<(Attributes, Option<(InodeId, Attributes)>), ClientError> {
         if let Some(cache) = self.metadata() {
             let now = Instant::now();
-            let hit = cache.attributes(parent, now).and_then(|directory| {
-                let inode = cache.entry(parent, name, now)?;
-                Some((directory, Some((inode, cache.attributes(inode, now)?))))
-            });
-            cache.count(hit.is_some(), Instant::now());
+            let hit = cache
+                .attributes(parent, now)
+                .and_then(|directory| Some((directory, Some(cache.entry_with_attributes(parent, name, now)?))));
+            cache.count(hit.is_some(), now);
             if let Some(hit) = hit {
                 return Ok(hit);
             }
@@ -337,8 +336,7 @@ impl Namespace {
                     let now = Instant::now();
                     cache.store_attributes(parent, &directory, index, asked, now);
                     if let Some((inode, attributes)) = &entry {
-                        cache.store_entry(parent, name, *inode, index, asked, now);
-                        cache.store_attributes(*inode, attributes, index, asked, now);
+                        cache.store_entry_with_attributes(parent, name, (*inode, attributes), index, asked, now);
                     }
                 }
                 Ok((directory, entry))
@@ -402,8 +400,14 @@ impl Namespace {
                 if let Some(cache) = self.metadata() {
                     let now = Instant::now();
                     for (entry, attributes) in &entries {
-                        cache.store_entry(dir, &entry.name, entry.inode, index, asked, now);
-                        cache.store_attributes(entry.inode, attributes, index, asked, now);
+                        cache.store_entry_with_attributes(
+                            dir,
+                            &entry.name,
+                            (entry.inode, attributes),
+                            index,
+                            asked,
+                            now,
+                        );
                     }
                 }
                 Ok(entries)
