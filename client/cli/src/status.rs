@@ -170,7 +170,10 @@ async fn gather(client: &Client, options: &StatusOptions) -> anyhow::Result<Clus
         None
     } else {
         let inventory = client.fragment_inventory().await?;
-        let records = shard_chunk_records(client, options.shard).await?;
+        let records = client
+            .chunk_records_of(options.shard)
+            .await
+            .context("walking the namespaces for their chunks")?;
         let ChunkHealth {
             chunks,
             degraded,
@@ -302,27 +305,6 @@ pub struct RepairOptions {
     pub json: bool,
 }
 
-/// The chunk records of `shard`, or of every shard of the map (each chunk once).
-async fn shard_chunk_records(
-    client: &kiseki_client::Client,
-    shard: Option<u64>,
-) -> anyhow::Result<Vec<kiseki_client::chunk_record::ChunkRecord>> {
-    let shards: Vec<u64> = match shard {
-        Some(shard) => vec![shard],
-        None => (1..=client.map().shards).collect(),
-    };
-    let mut seen = std::collections::BTreeSet::new();
-    let mut records = Vec::new();
-    for shard in shards {
-        let walked = client
-            .chunk_records(shard)
-            .await
-            .with_context(|| format!("walking shard {shard}"))?;
-        records.extend(walked.into_iter().filter(|record| seen.insert(record.chunk.locator.0)));
-    }
-    Ok(records)
-}
-
 /// Runs `kiseki repair`: rebuilds missing and corrupt fragments from the survivors onto
 /// the devices their placement names. Fails if any chunk could not be repaired.
 pub fn run_repair(options: RepairOptions) -> anyhow::Result<()> {
@@ -332,7 +314,10 @@ pub fn run_repair(options: RepairOptions) -> anyhow::Result<()> {
         for (node, why) in &inventory.down {
             eprintln!("node {node} is down ({why}): chunks with fragments there wait for it");
         }
-        let records = shard_chunk_records(&client, options.shard).await?;
+        let records = client
+            .chunk_records_of(options.shard)
+            .await
+            .context("walking the namespaces for their chunks")?;
         let summary = client.repair(records, &inventory, options.scrub).await;
         if options.json {
             println!(

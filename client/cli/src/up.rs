@@ -75,6 +75,19 @@ pub struct UpOptions {
     /// Port of the key server's metrics and health endpoint.
     #[arg(long, default_value_t = 9301)]
     pub keyserver_metrics_port: u16,
+    /// Time between two automatic repair passes of the control plane's keeper while
+    /// every node answers (a pass also runs at start and when a node comes back); 0: no
+    /// automatic repair.
+    #[arg(long, default_value_t = 3_600)]
+    pub repair_interval_s: u64,
+    /// Time between two automatic GC passes of the keeper while every node answers; 0: no
+    /// automatic GC.
+    #[arg(long, default_value_t = 86_400)]
+    pub gc_interval_s: u64,
+    /// The automatic GC's grace period: a writer must commit a chunk within it of writing
+    /// its fragments (a single S3 PUT commits its chunks when the whole body is in).
+    #[arg(long, default_value_t = 21_600)]
+    pub gc_grace_s: u64,
 }
 
 /// The `kiseki-server` binary: beside this one, else on PATH.
@@ -258,7 +271,13 @@ fn start_control(
         .arg("--keyserver")
         .arg(keyserver.to_string())
         .arg("--tls-dir")
-        .arg(tls);
+        .arg(tls)
+        .arg("--repair-interval-s")
+        .arg(options.repair_interval_s.to_string())
+        .arg("--gc-interval-s")
+        .arg(options.gc_interval_s.to_string())
+        .arg("--gc-grace-s")
+        .arg(options.gc_grace_s.to_string());
     children.spawn("kiseki-control", &mut run)?;
     Ok(address)
 }

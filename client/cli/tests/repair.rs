@@ -8,6 +8,10 @@
 //! rebuilds them from the survivors, and `kiseki status` then shows zero degraded chunks
 //! and every file still reads back byte-identical.
 //!
+//! A second test leaves it to the control plane's keeper: after node 3 comes back, the
+//! chunks written without it regain full redundancy with no `kiseki repair`, and the
+//! fragments of a removed file are collected with no `kiseki gc`.
+//!
 //! `KISEKI_E2E_BYTES` sets how much is written (default 160 MiB; the full run is
 //! `KISEKI_E2E_BYTES=1073741824`).
 
@@ -15,7 +19,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{file_bytes, Cluster, KISEKI};
+use common::{file_bytes, Cluster, Keeper, KISEKI};
 
 /// The file sizes to write: the edge cases first, then 16 MiB files up to `total`.
 fn sizes(total: usize) -> Vec<usize> {
@@ -186,5 +190,79 @@ fn lost_node_reads_degraded_and_lost_device_is_repaired() {
     // Node 3 again: with the repaired device in place every file reads back.
     cluster.kill_node(3);
     read_back(&cluster, &files, "after repair with node 3 down");
+    cluster.stop();
+}
+
+/// The value of the metric `name` (no labels) in `text`.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in the control plane's metrics:\n{text}"))
+}
+
+/// Polls `done` every second for up to `seconds`; whether it held.
+fn eventually(seconds: u64, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..seconds {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    done()
+}
+
+#[test]
+fn keeper_repairs_a_returned_node_and_collects_removed_files() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let keeper = Keeper {
+        repair_interval_s: 3_600,
+        gc_interval_s: 5,
+        gc_grace_s: 10,
+    };
+    let cluster = Cluster::start_keeping(data_dir.path(), 3, 2, keeper);
+    let local = tempfile::tempdir().unwrap();
+    let put = |cluster: &Cluster, name: &str, size: usize, seed: u64| {
+        let bytes = file_bytes(size, seed, b"keeper");
+        let path = local.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let remote = format!("/keeper/{name}");
+        cluster.ok(&["put", "--durability", "4+2", path.to_str().unwrap(), &remote], None);
+        (remote, bytes)
+    };
+    let mut files = vec![put(&cluster, "early", 5 << 20, 1), put(&cluster, "doomed", 3 << 20, 2)];
+
+    // Written while node 3 is down: at the write quorum, degraded from birth.
+    cluster.kill_node(3);
+    files.push(put(&cluster, "late", 6 << 20, 3));
+    let cluster = cluster.restart_after(|_| {});
+    let repaired = eventually(120, || degraded(&status(&cluster)) == 0);
+    assert!(repaired, "the keeper restores full redundancy: {}", status(&cluster));
+    let metrics = cluster.control_metrics();
+    assert!(
+        metric(&metrics, "kiseki_control_chunks_repaired_total") > 0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "kiseki_control_fragments_rebuilt_total") > 0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "kiseki_control_repair_failures_total"), 0, "{metrics}");
+    assert_eq!(metric(&metrics, "kiseki_control_nodes_down"), 0, "{metrics}");
+
+    // A removed file's fragments are referenced by nothing: the keeper's GC deletes them.
+    let doomed = files.remove(1);
+    cluster.ok(&["rm", &doomed.0], None);
+    let unreferenced = || {
+        let report = cluster.admin_json(&["gc", "--dry-run", "--grace-s", "0", "--json"]);
+        report["fragments_unreferenced"].as_u64().unwrap()
+    };
+    assert!(unreferenced() > 0, "the removed file's fragments wait for GC");
+    assert!(eventually(120, || unreferenced() == 0), "the keeper collects them");
+    let metrics = cluster.control_metrics();
+    assert!(
+        metric(&metrics, "kiseki_control_gc_fragments_deleted_total") > 0,
+        "{metrics}"
+    );
+    read_back(&cluster, &files, "after the keeper's repair and GC");
     cluster.stop();
 }

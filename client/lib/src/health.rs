@@ -380,6 +380,22 @@ pub struct GcSummary {
 }
 
 impl Client {
+    /// The chunk records of `shard`, or of every shard of the map; each chunk once,
+    /// however many files, namespaces and parts share it.
+    pub async fn chunk_records_of(&self, shard: Option<u64>) -> Result<Vec<ChunkRecord>, ClientError> {
+        let shards: Vec<u64> = match shard {
+            Some(shard) => vec![shard],
+            None => (1..=self.map().shards).collect(),
+        };
+        let mut seen = BTreeSet::new();
+        let mut records = Vec::new();
+        for shard in shards {
+            let walked = self.chunk_records(shard).await?;
+            records.extend(walked.into_iter().filter(|record| seen.insert(record.chunk.locator.0)));
+        }
+        Ok(records)
+    }
+
     /// Every chunk locator referenced by a file of any namespace of the cluster.
     async fn referenced_chunks(&self) -> Result<HashSet<[u8; 32]>, ClientError> {
         let mut referenced = HashSet::new();

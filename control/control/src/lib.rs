@@ -8,8 +8,9 @@
 //! data; the assignment of namespaces to shards (one namespace per shard, claimed
 //! exclusively); quotas, set in each namespace's shard by a `SetQuota` delta and enforced
 //! there on every write; maintenance, a `SetReadOnly` delta on every shard; crypto-shred
-//! through the key server; and the RPC service ([`ControlService`]) that authorizes each
-//! request by the caller's certificate.
+//! through the key server; the RPC service ([`ControlService`]) that authorizes each
+//! request by the caller's certificate; and the [`keeper`], which repairs degraded chunks
+//! when nodes come back and collects unreferenced fragments, in the background.
 //!
 //! **Invariants.**
 //! - I-Q1: a namespace's quota is in force in its shard before the namespace is handed
@@ -23,9 +24,11 @@
 //!
 //! **Where it runs.** A tokio process of its own, one per cluster, off every data path:
 //! clients ask it once when they open a namespace. Its mutations are serialized by one
-//! async mutex; its reads are served from the records it loaded at start.
+//! async mutex; its reads are served from the records it loaded at start. The keeper is
+//! one more task of it, with a client of its own.
 #![forbid(unsafe_code)]
 
+pub mod keeper;
 mod plane;
 pub mod records;
 mod service;

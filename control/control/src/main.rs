@@ -12,6 +12,7 @@ use kiseki_api::control::DedupPolicy;
 use kiseki_api::SYSTEM_TENANT;
 use kiseki_client::profile::fetch_keys;
 use kiseki_client::{Client, ClientError, ClientOptions, KeyServerClient, Namespace, NamespaceOptions, TlsIdentity};
+use kiseki_control::keeper::{KeeperConfig, KeeperCounters};
 use kiseki_control::records::RecordStore;
 use kiseki_control::{ControlPlane, ControlService};
 use kiseki_net::RpcConfig;
@@ -22,7 +23,7 @@ use kiseki_net::RpcConfig;
 enum Command {
     /// Serves tenants, namespaces, quotas, access keys and maintenance until SIGTERM or
     /// SIGINT.
-    Run(RunOptions),
+    Run(Box<RunOptions>),
     /// Prints the default configuration.
     PrintConfig,
 }
@@ -53,6 +54,20 @@ struct RunOptions {
     /// How long to wait for the cluster and the key server to answer at start.
     #[arg(long, default_value_t = 60)]
     start_wait_s: u64,
+    /// Time between two liveness checks of every node by the keeper.
+    #[arg(long, default_value_t = 5_000)]
+    keeper_check_interval_ms: u64,
+    /// Time between two automatic repair passes while every node answers (a pass also
+    /// runs at start and when a node comes back); 0: no automatic repair.
+    #[arg(long, default_value_t = 3_600)]
+    repair_interval_s: u64,
+    /// Time between two automatic GC passes while every node answers; 0: no automatic GC.
+    #[arg(long, default_value_t = 86_400)]
+    gc_interval_s: u64,
+    /// The automatic GC's grace period: a writer must commit a chunk within it of writing
+    /// its fragments (a single S3 PUT commits its chunks when the whole body is in).
+    #[arg(long, default_value_t = 21_600)]
+    gc_grace_s: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,11 +76,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Command::parse() {
-        Command::Run(options) => run(options),
+        Command::Run(options) => run(*options),
         Command::PrintConfig => {
             println!(
                 "listen = 127.0.0.1:9200\nadmin_listen = 127.0.0.1:9201\ncluster = 127.0.0.1:9100\n\
                  keyserver = 127.0.0.1:9300\ntls_name = control\nsystem_shard = the cluster map's last\n\
+                 keeper_check_interval_ms = 5000\nrepair_interval_s = 3600\ngc_interval_s = 86400\ngc_grace_s = 21600\n\
                  tenants_max = {}\nnamespaces_per_tenant_max = {}\naccess_keys_per_tenant_max = {}",
                 kiseki_control::TENANTS_MAX,
                 kiseki_control::NAMESPACES_PER_TENANT_MAX,
@@ -99,7 +115,7 @@ where
 async fn open_system(
     options: &RunOptions,
     identity: &TlsIdentity,
-) -> anyhow::Result<(RecordStore, KeyServerClient, u64)> {
+) -> anyhow::Result<(RecordStore, KeyServerClient, u64, Client)> {
     let deadline = Instant::now() + Duration::from_secs(options.start_wait_s);
     let keyserver = patiently("reaching the key server", deadline, || {
         KeyServerClient::connect(options.keyserver, identity)
@@ -121,7 +137,7 @@ async fn open_system(
     }
     let durability = kiseki_client::default_durability(client.pool().devices().len());
     let system = Namespace::new(
-        client,
+        client.clone(),
         system_shard,
         Arc::new(keys),
         NamespaceOptions::with_durability(durability),
@@ -137,7 +153,7 @@ async fn open_system(
         })
     })
     .await?;
-    Ok((store, keyserver, system_shard))
+    Ok((store, keyserver, system_shard, client))
 }
 
 #[tokio::main]
@@ -149,7 +165,19 @@ async fn run(options: RunOptions) -> anyhow::Result<()> {
         let key = kiseki_net::tls::load_private_key(&identity.key)?;
         kiseki_net::tls::server_config(&ca, chain, key)?
     };
-    let (store, keyserver, system_shard) = open_system(&options, &identity).await?;
+    let (store, keyserver, system_shard, client) = open_system(&options, &identity).await?;
+    let keeper_counters = Arc::new(KeeperCounters::default());
+    let keeper = KeeperConfig {
+        check_interval_ms: options.keeper_check_interval_ms,
+        repair_interval_s: options.repair_interval_s,
+        gc_interval_s: options.gc_interval_s,
+        gc_grace_s: options.gc_grace_s,
+    };
+    tokio::spawn(kiseki_control::keeper::keep(
+        client,
+        keeper,
+        Arc::clone(&keeper_counters),
+    ));
     let plane = ControlPlane::start(store, keyserver, system_shard).await?;
     let status = plane.status().await;
     let service = Arc::new(ControlService::new(plane));
@@ -173,7 +201,8 @@ async fn run(options: RunOptions) -> anyhow::Result<()> {
         admin,
         move || {
             let service = Arc::clone(&metrics_service);
-            async move { service.metrics_text().await }
+            let keeper = Arc::clone(&keeper_counters);
+            async move { service.metrics_text().await + &keeper.metrics_text() }
         },
         kiseki_net::stopped(stopping.clone()),
     ));

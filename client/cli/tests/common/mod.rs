@@ -89,6 +89,17 @@ pub struct Cluster {
     nodes: u64,
     devices: u64,
     ports: Ports,
+    keeper: Keeper,
+}
+
+/// The control plane keeper's passes (`kiseki up --repair-interval-s --gc-interval-s
+/// --gc-grace-s`): off unless a test asks, so a test's own `kiseki repair` and `kiseki gc`
+/// find the work they count.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keeper {
+    pub repair_interval_s: u64,
+    pub gc_interval_s: u64,
+    pub gc_grace_s: u64,
 }
 
 impl Cluster {
@@ -105,13 +116,25 @@ impl Cluster {
             "kiseki-server must be built beside kiseki ({})",
             server.display()
         );
-        Cluster::launch(data_dir, nodes, devices, device_size, Ports::free(false))
+        Cluster::launch(
+            data_dir,
+            nodes,
+            devices,
+            device_size,
+            Ports::free(false),
+            Keeper::default(),
+        )
+    }
+
+    /// [`Cluster::start`] with the control plane's keeper repairing and collecting.
+    pub fn start_keeping(data_dir: &Path, nodes: u64, devices: u64, keeper: Keeper) -> Cluster {
+        Cluster::launch(data_dir, nodes, devices, "512MiB", Ports::free(false), keeper)
     }
 
     /// [`Cluster::start`] with the S3 gateway ([`Cluster::s3_endpoint`]) and the NFS
     /// gateway ([`Cluster::nfs_port`]) on free ports, serving the control plane's tenants.
     pub fn start_with_s3(data_dir: &Path, nodes: u64, devices: u64) -> Cluster {
-        Cluster::launch(data_dir, nodes, devices, "1GiB", Ports::free(true))
+        Cluster::launch(data_dir, nodes, devices, "1GiB", Ports::free(true), Keeper::default())
     }
 
     /// The S3 endpoint, when the gateway runs.
@@ -134,6 +157,18 @@ impl Cluster {
         )
     }
 
+    /// The control plane's metrics in the Prometheus text format.
+    pub fn control_metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.ports.control_metrics)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -152,14 +187,15 @@ impl Cluster {
     /// Stops `kiseki up`, runs `between` (e.g. to damage a device), and starts it again
     /// on the same data directory and ports.
     pub fn restart_after(self, between: impl FnOnce(&Path)) -> Cluster {
-        let (data_dir, nodes, devices, ports) = (self.data_dir.clone(), self.nodes, self.devices, self.ports);
+        let (data_dir, nodes, devices, ports, keeper) =
+            (self.data_dir.clone(), self.nodes, self.devices, self.ports, self.keeper);
         self.stop();
         between(&data_dir);
         // The size only applies to devices not created yet.
-        Cluster::launch(&data_dir, nodes, devices, "512MiB", ports)
+        Cluster::launch(&data_dir, nodes, devices, "512MiB", ports, keeper)
     }
 
-    fn launch(data_dir: &Path, nodes: u64, devices: u64, device_size: &str, ports: Ports) -> Cluster {
+    fn launch(data_dir: &Path, nodes: u64, devices: u64, device_size: &str, ports: Ports, keeper: Keeper) -> Cluster {
         let port = |port: u16| port.to_string();
         let mut up = Command::new(KISEKI)
             // Eight shards when the gateways run: the tests make several namespaces.
@@ -183,6 +219,9 @@ impl Cluster {
             .args(["--control-metrics-port", &port(ports.control_metrics)])
             .args(["--keyserver-port", &port(ports.keyserver)])
             .args(["--keyserver-metrics-port", &port(ports.keyserver_metrics)])
+            .args(["--repair-interval-s", &keeper.repair_interval_s.to_string()])
+            .args(["--gc-interval-s", &keeper.gc_interval_s.to_string()])
+            .args(["--gc-grace-s", &keeper.gc_grace_s.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
             .env(
@@ -227,6 +266,7 @@ impl Cluster {
             nodes,
             devices,
             ports,
+            keeper,
         }
     }
 
