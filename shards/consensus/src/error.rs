@@ -4,7 +4,7 @@
 /// (`NotLeader`, `Busy`, `Reconfiguring`), bad input from outside (corrupt records,
 /// messages and snapshots, misrouted messages), and caller mistakes (`InvalidConfig`,
 /// `UnknownRecord`, `NotReconfigured`, `Unsupported`).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsensusError {
     /// Only the leader accepts proposals, read barriers and reconfigurations.
     #[error("not the leader (leader hint: {leader:?})")]

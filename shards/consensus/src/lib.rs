@@ -26,6 +26,9 @@
 //!   replica leads at once, cuts the proposals of each poll into one record, and applies
 //!   an entry once its record is durable (a majority of one; I-L2 holds). No messages.
 //!
+//! - **I-R2**: reads share read barriers ([`ReadBatcher`]) without losing I-L4: a read
+//!   waits for a barrier appended after it arrived, never for one already in flight.
+//!
 //! Runs on the core that owns the shard replica (a [`Replica`] is `!Send`); nothing here
 //! is shared between cores.
 #![forbid(unsafe_code)]
@@ -34,6 +37,7 @@ mod codec;
 mod config;
 mod entry;
 mod error;
+mod reads;
 mod record;
 mod replica;
 mod sessions;
@@ -44,6 +48,7 @@ mod wire;
 pub use config::{ReplicaConfig, NODE_ID_MAX};
 pub use entry::{Entry, NoStateSnapshot, Payload, ProposalId};
 pub use error::ConsensusError;
+pub use reads::{BarrierDecided, ReadBatcher};
 pub use replica::{Action, Replica};
 pub use state_machine::StateMachine;
 pub use wire::{peek_route, Route};

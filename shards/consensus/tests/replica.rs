@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Kv, Put};
-use kiseki_consensus::{Action, ConsensusError, ProposalId, Replica, ReplicaConfig};
+use kiseki_consensus::{Action, ConsensusError, ProposalId, ReadBatcher, Replica, ReplicaConfig};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 struct Node {
@@ -569,4 +569,79 @@ fn a_reconfiguration_hands_the_state_to_the_next_replica_set() {
     let (_, applied, state) = next.states().remove(0);
     assert_eq!(applied, 31, "20 entries and the stop-sign, then 10 more");
     assert_eq!(state.applied.len(), 30);
+}
+
+fn proposal(client_id: u64, sequence: u64) -> ProposalId {
+    ProposalId { client_id, sequence }
+}
+
+/// The barriers the leader reported ready since the last call.
+fn ready_barriers(cluster: &mut Cluster, leader: u64) -> Vec<ProposalId> {
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    std::mem::take(&mut node.reads).into_iter().map(|(id, _)| id).collect()
+}
+
+/// I-R2: reads that arrive while a barrier is in flight share the next one, and are never
+/// answered by the barrier that was in flight when they arrived.
+#[test]
+fn reads_share_barriers_but_never_one_appended_before_them() {
+    let mut cluster = Cluster::new(&[1, 2, 3], false);
+    cluster.propose_all(1, 3);
+    let leader = cluster.leader();
+    let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    let (read, barrier) = (|sequence| proposal(8, sequence), |sequence| proposal(9, sequence));
+    let mut batcher = ReadBatcher::new(1_000);
+    batcher
+        .read(cluster.replica(leader), read(1), || barrier(1), 0)
+        .unwrap();
+    // In flight: the next reads wait, and no barrier is appended for them yet.
+    for sequence in [2, 3] {
+        batcher
+            .read(cluster.replica(leader), read(sequence), || panic!("no barrier yet"), 1)
+            .unwrap();
+    }
+    assert_eq!(batcher.len(), 3);
+    let mut elsewhere = ReadBatcher::new(1_000);
+    assert!(matches!(
+        elsewhere.read(cluster.replica(follower), read(4), || barrier(4), 0),
+        Err(ConsensusError::NotLeader { leader: Some(hint) }) if hint == leader
+    ));
+    assert!(elsewhere.is_empty(), "a refused read is not kept");
+
+    cluster.run(3);
+    assert_eq!(ready_barriers(&mut cluster, leader), vec![barrier(1)]);
+    let first = batcher.decided(cluster.replica(leader), barrier(1), || barrier(2), 2);
+    assert_eq!(first.answered, vec![read(1)], "reads 2 and 3 arrived after barrier 1");
+    assert!(first.refused.is_empty());
+    assert_eq!(batcher.len(), 2);
+    cluster.run(3);
+    assert_eq!(ready_barriers(&mut cluster, leader), vec![barrier(2)]);
+    let second = batcher.decided(cluster.replica(leader), barrier(2), || panic!("nobody waits"), 3);
+    assert_eq!(second.answered, vec![read(2), read(3)], "one barrier for both");
+    assert!(batcher.is_empty());
+
+    // A barrier in flight past the stale limit is not waited for: the read appends anew.
+    let mut batcher = ReadBatcher::new(10);
+    batcher
+        .read(cluster.replica(leader), read(5), || barrier(3), 100)
+        .unwrap();
+    batcher
+        .read(cluster.replica(leader), read(6), || barrier(4), 111)
+        .unwrap();
+    cluster.run(3);
+    assert_eq!(ready_barriers(&mut cluster, leader), vec![barrier(3), barrier(4)]);
+    let late = batcher.decided(cluster.replica(leader), barrier(3), || panic!("nobody waits"), 112);
+    assert_eq!(late.answered, vec![read(5)]);
+    let fresh = batcher.decided(cluster.replica(leader), barrier(4), || panic!("nobody waits"), 112);
+    assert_eq!(fresh.answered, vec![read(6)]);
+    // An unknown barrier answers nothing; a cleared batcher holds nothing.
+    assert!(batcher
+        .decided(cluster.replica(leader), barrier(77), || barrier(78), 113)
+        .answered
+        .is_empty());
+    batcher
+        .read(cluster.replica(leader), read(7), || barrier(5), 200)
+        .unwrap();
+    batcher.clear();
+    assert!(batcher.is_empty());
 }

@@ -11,9 +11,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kiseki_consensus::{peek_route, Action, ConsensusError, ProposalId, Replica, ReplicaConfig};
+use kiseki_consensus::{peek_route, Action, ConsensusError, ProposalId, ReadBatcher, Replica, ReplicaConfig};
 use kiseki_namespace::{Delta, NamespaceConfig, NamespaceId};
 use kiseki_net::{encode_body, RpcClient, Transport};
 use kiseki_runtime::local::{oneshot, Notify, OneshotSender};
@@ -76,6 +76,8 @@ struct Shard {
     replica: Replica<NamespaceMachine>,
     proposals: BTreeMap<ProposalId, OneshotSender<ProposeReply>>,
     reads: BTreeMap<ProposalId, (ReadQuery, OneshotSender<ReadReply>)>,
+    /// The reads waiting for read barriers, which concurrent reads share (I-R2).
+    read_batcher: ReadBatcher,
     /// Records handed to the log, in order, not yet reported durable.
     unreported: VecDeque<u64>,
     /// Records durable on the device but behind an earlier one still being written.
@@ -100,6 +102,8 @@ struct Inner {
     peers: RefCell<BTreeMap<SocketAddr, Rc<PeerLink>>>,
     read_client_id: u64,
     read_sequence: Cell<u64>,
+    /// When this host started: the read batchers' clock.
+    started: Instant,
     stopping: Cell<bool>,
     /// Records whose writer task could not be spawned (the core at its task limit);
     /// retried every tick. Their replica waits, since durability is reported in order.
@@ -132,6 +136,7 @@ impl CoreHost {
                     replica,
                     proposals: BTreeMap::new(),
                     reads: BTreeMap::new(),
+                    read_batcher: ReadBatcher::new(config.request_timeout_ms / 4),
                     unreported: VecDeque::new(),
                     durable: BTreeSet::new(),
                 },
@@ -154,6 +159,7 @@ impl CoreHost {
                 peers: RefCell::new(BTreeMap::new()),
                 read_client_id,
                 read_sequence: Cell::new(read_sequence),
+                started: Instant::now(),
                 stopping: Cell::new(false),
                 deferred_persists: RefCell::new(VecDeque::new()),
             }),
@@ -249,20 +255,21 @@ impl CoreHost {
         }
     }
 
-    /// Answers `query` on `shard` linearizably: after a read barrier through the log.
+    /// Answers `query` on `shard` linearizably: after a read barrier through the log,
+    /// which concurrent reads share (`ReadBatcher`, I-R2: a read waits for a barrier
+    /// appended after it arrived).
     pub async fn read(&self, shard: u64, query: ReadQuery) -> ReadReply {
-        let sequence = self.inner.read_sequence.get() + 1;
-        self.inner.read_sequence.set(sequence);
-        let read_id = ProposalId {
-            client_id: self.inner.read_client_id,
-            sequence,
-        };
+        let read_id = self.next_read_id();
         let receiver = {
             let mut shards = self.inner.shards.borrow_mut();
             let Some(slot) = shards.get_mut(&shard) else {
                 return ReadReply::Redirect(Redirect::WrongCore);
             };
-            if let Err(error) = slot.replica.read_barrier(read_id) {
+            let now_ms = self.now_ms();
+            let Shard {
+                replica, read_batcher, ..
+            } = slot;
+            if let Err(error) = read_batcher.read(replica, read_id, || self.next_read_id(), now_ms) {
                 return ReadReply::Redirect(redirect_of(&error));
             }
             let (sender, receiver) = oneshot();
@@ -279,6 +286,21 @@ impl CoreHost {
                 }
                 ReadReply::Redirect(self.not_leader_or_busy(shard))
             }
+        }
+    }
+
+    /// Milliseconds since this host started (the read batcher's clock).
+    fn now_ms(&self) -> u64 {
+        self.inner.started.elapsed().as_millis() as u64
+    }
+
+    /// A fresh id of this core's read session (reads and barriers).
+    fn next_read_id(&self) -> ProposalId {
+        let sequence = self.inner.read_sequence.get() + 1;
+        self.inner.read_sequence.set(sequence);
+        ProposalId {
+            client_id: self.inner.read_client_id,
+            sequence,
         }
     }
 
@@ -329,60 +351,78 @@ impl CoreHost {
         {
             let mut shards = self.inner.shards.borrow_mut();
             let Some(slot) = shards.get_mut(&shard) else { return };
-            for action in slot.replica.poll_actions() {
-                match action {
-                    Action::Persist { record_seq, bytes } => {
-                        slot.unreported.push_back(record_seq);
-                        persists.push((record_seq, bytes));
-                    }
-                    Action::Send { to, bytes, .. } => sends.push((to, bytes)),
-                    Action::Applied {
-                        index,
-                        proposal_id,
-                        output,
-                    } => {
-                        if let Some(waiter) = slot.proposals.remove(&proposal_id) {
-                            let events = slot.replica.state().events_of(index);
-                            waiter.send(ProposeReply::Applied {
-                                index,
-                                outcome: encode_outcome(&output),
-                                events: postcard::to_allocvec(&events).unwrap_or_default(),
-                            });
+            loop {
+                let actions = slot.replica.poll_actions();
+                if actions.is_empty() {
+                    break;
+                }
+                for action in actions {
+                    match action {
+                        Action::Persist { record_seq, bytes } => {
+                            slot.unreported.push_back(record_seq);
+                            persists.push((record_seq, bytes));
                         }
-                    }
-                    Action::ReadReady { read_id, index } => {
-                        if let Some((query, waiter)) = slot.reads.remove(&read_id) {
-                            let answer = slot.replica.state().read(&query);
-                            waiter.send(ReadReply::Done {
-                                index,
-                                answer: postcard::to_allocvec(&answer).unwrap_or_default(),
-                            });
+                        Action::Send { to, bytes, .. } => sends.push((to, bytes)),
+                        Action::Applied {
+                            index,
+                            proposal_id,
+                            output,
+                        } => {
+                            if let Some(waiter) = slot.proposals.remove(&proposal_id) {
+                                let events = slot.replica.state().events_of(index);
+                                waiter.send(ProposeReply::Applied {
+                                    index,
+                                    outcome: encode_outcome(&output),
+                                    events: postcard::to_allocvec(&events).unwrap_or_default(),
+                                });
+                            }
                         }
-                    }
-                    Action::Trim { below_record_seq } => trims.push(below_record_seq),
-                    Action::LeaderChanged { leader } => {
-                        tracing::info!(shard, ?leader, node = self.inner.config.node_id, "shard leader changed");
-                        if leader != Some(self.inner.config.node_id) {
-                            // Clients retry at the new leader with the same proposal ids;
-                            // deduplication applies each at most once.
-                            fail_waiters(
-                                slot,
-                                Redirect::NotLeader {
-                                    leader: leader.unwrap_or(0),
-                                },
+                        Action::ReadReady { read_id, index } => {
+                            let now_ms = self.now_ms();
+                            let Shard {
+                                replica, read_batcher, ..
+                            } = &mut *slot;
+                            let decided = read_batcher.decided(replica, read_id, || self.next_read_id(), now_ms);
+                            for read in decided.answered {
+                                if let Some((query, waiter)) = slot.reads.remove(&read) {
+                                    let answer = slot.replica.state().read(&query);
+                                    waiter.send(ReadReply::Done {
+                                        index,
+                                        answer: postcard::to_allocvec(&answer).unwrap_or_default(),
+                                    });
+                                }
+                            }
+                            for (read, error) in decided.refused {
+                                if let Some((_, waiter)) = slot.reads.remove(&read) {
+                                    waiter.send(ReadReply::Redirect(redirect_of(&error)));
+                                }
+                            }
+                        }
+                        Action::Trim { below_record_seq } => trims.push(below_record_seq),
+                        Action::LeaderChanged { leader } => {
+                            tracing::info!(shard, ?leader, node = self.inner.config.node_id, "shard leader changed");
+                            if leader != Some(self.inner.config.node_id) {
+                                // Clients retry at the new leader with the same proposal ids;
+                                // deduplication applies each at most once.
+                                fail_waiters(
+                                    slot,
+                                    Redirect::NotLeader {
+                                        leader: leader.unwrap_or(0),
+                                    },
+                                );
+                            }
+                        }
+                        Action::Reconfigured {
+                            configuration_id,
+                            members,
+                        } => {
+                            tracing::warn!(
+                                shard,
+                                configuration_id,
+                                ?members,
+                                "reconfiguration decided; not hosted yet"
                             );
                         }
-                    }
-                    Action::Reconfigured {
-                        configuration_id,
-                        members,
-                    } => {
-                        tracing::warn!(
-                            shard,
-                            configuration_id,
-                            ?members,
-                            "reconfiguration decided; not hosted yet"
-                        );
                     }
                 }
             }
@@ -503,6 +543,7 @@ fn fail_waiters(slot: &mut Shard, redirect: Redirect) {
     for (_, (_, waiter)) in std::mem::take(&mut slot.reads) {
         waiter.send(ReadReply::Redirect(redirect.clone()));
     }
+    slot.read_batcher.clear();
 }
 
 fn redirect_of(error: &ConsensusError) -> Redirect {

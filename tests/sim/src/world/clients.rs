@@ -150,12 +150,17 @@ impl World {
             self.schedule(TICK_US, Event::ClientWake { client, attempt });
             return;
         }
-        let Some(replica) = self.replica_mut(node, shard) else {
+        if self.replica_mut(node, shard).is_none() {
+            return;
+        }
+        let (barrier_id, now_ms) = (self.next_barrier_id(), self.now_us / 1_000);
+        let slot = self.slot_mut(node, shard);
+        let Some(replica) = slot.replica.as_mut() else {
             return;
         };
         let result = match command {
             Some(command) => replica.propose(command, proposal_id),
-            None => replica.read_barrier(proposal_id),
+            None => slot.reads.read(replica, proposal_id, || barrier_id, now_ms),
         };
         let client_id = self.clients[client].id;
         self.note(&[31, client_id, node, attempt], || {

@@ -8,7 +8,7 @@ use crate::{
     kv::{mix, mix_bytes, KvState},
 };
 use clients::Client;
-use kiseki_consensus::{Replica, ReplicaConfig};
+use kiseki_consensus::{ProposalId, ReadBatcher, Replica, ReplicaConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -172,7 +172,14 @@ struct SimReplica {
     reported_durable: u64,
     /// `after_record_seq` of the last message this incarnation sent.
     sent_after_record_seq: u64,
+    /// Client reads waiting for shared read barriers (I-R2), as a node's host keeps them.
+    reads: ReadBatcher,
 }
+
+/// The session of the read barriers the replicas' batchers append.
+const BARRIER_CLIENT_ID: u64 = u64::MAX - 1;
+/// A barrier in flight this long (ms of simulated time) is not waited for.
+const BARRIER_STALE_MS: u64 = 10;
 
 struct SimNode {
     up: bool,
@@ -199,6 +206,8 @@ struct World {
     history: Vec<HistoryOp>,
     chains: BTreeMap<(u64, u64), u64>,
     nudge_sequence: u64,
+    /// Last sequence of the barrier session (`BARRIER_CLIENT_ID`).
+    barrier_sequence: u64,
     trace: Option<VecDeque<String>>,
     trace_hash: u64,
     report: Report,
@@ -249,6 +258,7 @@ impl World {
             history: Vec::new(),
             chains: BTreeMap::new(),
             nudge_sequence: 0,
+            barrier_sequence: 0,
             trace: options.trace.then(VecDeque::new),
             trace_hash: 0,
             report: Report {
@@ -274,6 +284,7 @@ impl World {
                     emitted_last: 0,
                     reported_durable: 0,
                     sent_after_record_seq: 0,
+                    reads: ReadBatcher::new(BARRIER_STALE_MS),
                 };
                 replicas.insert(shard, slot);
             }
@@ -381,6 +392,15 @@ impl World {
 
     fn replica_mut(&mut self, node: u64, shard: u64) -> Option<&mut Replica<KvState>> {
         self.nodes.get_mut(&node)?.replicas.get_mut(&shard)?.replica.as_mut()
+    }
+
+    /// A fresh read barrier id.
+    fn next_barrier_id(&mut self) -> ProposalId {
+        self.barrier_sequence += 1;
+        ProposalId {
+            client_id: BARRIER_CLIENT_ID,
+            sequence: self.barrier_sequence,
+        }
     }
 
     fn slot_mut(&mut self, node: u64, shard: u64) -> &mut SimReplica {

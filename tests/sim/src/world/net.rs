@@ -103,7 +103,15 @@ impl World {
                 self.note(&[22, node, shard, index], || {
                     format!("node {node} shard {shard}: read {read_id:?} at {index}")
                 });
-                self.client_read_ready(node, shard, read_id);
+                let (barrier_id, now_ms) = (self.next_barrier_id(), self.now_us / 1_000);
+                let slot = self.slot_mut(node, shard);
+                let decided = match slot.replica.as_mut() {
+                    Some(replica) => slot.reads.decided(replica, read_id, || barrier_id, now_ms),
+                    None => Default::default(),
+                };
+                for read in decided.answered {
+                    self.client_read_ready(node, shard, read);
+                }
             }
             Action::Trim { below_record_seq } => {
                 self.note(&[23, node, shard, below_record_seq], || {
@@ -117,6 +125,10 @@ impl World {
                 self.note(&[24, node, shard, leader.unwrap_or(0)], || {
                     format!("node {node} shard {shard}: leader {leader:?}")
                 });
+                if leader != Some(node) {
+                    // As a host does: the waiting reads are refused; their clients retry.
+                    self.slot_mut(node, shard).reads.clear();
+                }
             }
             Action::Reconfigured { configuration_id, .. } => {
                 self.fail("setup", format!("unexpected reconfiguration to {configuration_id}"));
@@ -298,6 +310,7 @@ impl World {
             node_state.incarnation += 1;
             for (slot, keep) in node_state.replicas.values_mut().zip(survivors) {
                 slot.replica = None;
+                slot.reads.clear();
                 let kept: Vec<_> = slot.unflushed.drain(..).take(keep).collect();
                 slot.durable.extend(kept);
                 slot.flush_done_us = 0;
