@@ -5,7 +5,8 @@
 //! only a walk of both tells a missing fragment from an unreferenced one.
 //!
 //! - **Liveness.** Every `check_interval_ms`, the first core of every node is asked for
-//!   its status (each answer bounded by the check interval).
+//!   its devices (a cheap answer from the stores' counters, unlike the status, which
+//!   hashes every shard's state; each answer bounded by the check interval).
 //! - **Repair.** A pass (inventory of every device, walk of every shard, rebuild of what
 //!   is missing from the survivors) runs once every node answers after the keeper starts,
 //!   again whenever a node that did not answer answers again (chunks written at the
@@ -175,12 +176,12 @@ pub async fn keep(client: Client, config: KeeperConfig, counters: Arc<KeeperCoun
     }
 }
 
-/// Nodes whose first core does not answer within `within`.
+/// Nodes whose first core does not list its devices within `within`.
 async fn nodes_down(client: &Client, within: Duration) -> u64 {
     let nodes: Vec<u64> = client.map().nodes.iter().map(|node| node.id).collect();
     let mut down = 0;
     for node in nodes {
-        let answered = matches!(tokio::time::timeout(within, client.status(node, 0)).await, Ok(Ok(_)));
+        let answered = matches!(tokio::time::timeout(within, client.devices(node, 0)).await, Ok(Ok(_)));
         if !answered {
             down += 1;
         }
