@@ -104,6 +104,12 @@ struct Inner {
     read_sequence: Cell<u64>,
     /// When this host started: the read batchers' clock.
     started: Instant,
+    /// Shards with proposals, reads, messages or durability reports not polled yet: the
+    /// pump task polls each once per executor turn, so everything that arrived in the
+    /// same turn goes into one log record (group commit).
+    pumps_due: RefCell<BTreeSet<u64>>,
+    /// Wakes the pump task (apart from `Inner`, so the task holds no strong reference).
+    pump_wake: Rc<Notify>,
     stopping: Cell<bool>,
     /// Records whose writer task could not be spawned (the core at its task limit);
     /// retried every tick. Their replica waits, since durability is reported in order.
@@ -160,6 +166,8 @@ impl CoreHost {
                 read_client_id,
                 read_sequence: Cell::new(read_sequence),
                 started: Instant::now(),
+                pumps_due: RefCell::new(BTreeSet::new()),
+                pump_wake: Rc::new(Notify::new()),
                 stopping: Cell::new(false),
                 deferred_persists: RefCell::new(VecDeque::new()),
             }),
@@ -170,6 +178,10 @@ impl CoreHost {
         }
         let ticker = Rc::downgrade(&host.inner);
         kiseki_runtime::spawn("shard-ticker", tick_loop(ticker))?;
+        kiseki_runtime::spawn(
+            "shard-pump",
+            pump_loop(Rc::downgrade(&host.inner), Rc::clone(&host.inner.pump_wake)),
+        )?;
         Ok(host)
     }
 
@@ -221,7 +233,7 @@ impl CoreHost {
                 Err(error) => return Err(error.into()),
             }
         }
-        self.pump(route.shard_id);
+        self.pump_soon(route.shard_id);
         Ok(())
     }
 
@@ -240,7 +252,7 @@ impl CoreHost {
             slot.proposals.insert(proposal_id, sender);
             receiver
         };
-        self.pump(shard);
+        self.pump_soon(shard);
         let timeout = Duration::from_millis(self.inner.config.request_timeout_ms);
         match kiseki_runtime::timeout(timeout, receiver).await {
             Some(Some(reply)) => reply,
@@ -276,7 +288,7 @@ impl CoreHost {
             slot.reads.insert(read_id, (query, sender));
             receiver
         };
-        self.pump(shard);
+        self.pump_soon(shard);
         let timeout = Duration::from_millis(self.inner.config.request_timeout_ms);
         match kiseki_runtime::timeout(timeout, receiver).await {
             Some(Some(reply)) => reply,
@@ -340,6 +352,15 @@ impl CoreHost {
             },
             Some(_) => Redirect::Busy,
             None => Redirect::WrongCore,
+        }
+    }
+
+    /// Has the pump task poll `shard` once the tasks ready now have run: proposals,
+    /// reads, peer messages and durability reports of one executor turn share one poll,
+    /// hence one log record and one store put.
+    fn pump_soon(&self, shard: u64) {
+        if self.inner.pumps_due.borrow_mut().insert(shard) {
+            self.inner.pump_wake.notify();
         }
     }
 
@@ -494,7 +515,7 @@ impl CoreHost {
                 }
             }
         }
-        self.pump(shard);
+        self.pump_soon(shard);
     }
 
     fn send(&self, shard: u64, to: u64, bytes: Vec<u8>) {
@@ -584,6 +605,32 @@ async fn recover_replica(
         replica_config,
         records.into_iter().map(|(_, bytes)| bytes),
     )?)
+}
+
+/// Polls the shards `pump_soon` marked, until the host is dropped (its drop wakes this).
+async fn pump_loop(host: Weak<Inner>, wake: Rc<Notify>) {
+    loop {
+        {
+            let Some(inner) = host.upgrade() else { return };
+            let host = CoreHost { inner };
+            loop {
+                let due = std::mem::take(&mut *host.inner.pumps_due.borrow_mut());
+                if due.is_empty() {
+                    break;
+                }
+                for shard in due {
+                    host.pump(shard);
+                }
+            }
+        }
+        wake.notified().await;
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.pump_wake.notify();
+    }
 }
 
 async fn tick_loop(host: Weak<Inner>) {
