@@ -14,6 +14,13 @@
 //!   `fdatasync` (its put returned).
 //! - I-L2: a client hears `Applied` only for entries committed on a majority.
 //! - I-T1: every replica, log and link lives on one core; cores share nothing.
+//! - I-R2: linearizable reads share read barriers (`kiseki_consensus::ReadBatcher`), each
+//!   read waiting for a barrier appended after it arrived.
+//!
+//! **Group commit.** Proposals, reads, peer messages and durability reports only mark
+//! their shard; one pump task per core polls each marked shard once per executor turn, so
+//! what arrived together becomes one log record (one store put) and one round of
+//! messages.
 //!
 //! **Where it runs.** On every core of `kiseki-server` (one [`CoreHost`] per core, over
 //! that core's fragment store); [`MetaClient`] on any kiseki-runtime executor.
