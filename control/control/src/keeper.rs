@@ -12,7 +12,8 @@
 //!   again whenever a node that did not answer answers again (chunks written at the
 //!   write quorum while it was down lack its fragments), and every `repair_interval_s`
 //!   while every node answers. A pass never runs while a node is down: its chunks would
-//!   only wait for it.
+//!   only wait for it. A pass that cannot list or walk the cluster is tried again after
+//!   12 checks, not at the next one.
 //! - **GC.** A pass of `Client::collect_garbage` with `gc_grace_s` runs every
 //!   `gc_interval_s` while every node answers, in a task of its own (its grace period
 //!   sleeps between the two walks), never two at once. A fragment is deleted only if it
@@ -123,10 +124,19 @@ struct RepairSchedule {
     last: Option<Instant>,
     /// A node did not answer since the last pass.
     node_was_down: bool,
+    /// After a pass that could not survey the cluster, none before this.
+    retry_at: Option<Instant>,
 }
+
+/// Checks between a pass that could not survey the cluster and the next attempt, so a
+/// shard that keeps failing its walk does not cost a listing of every device per check.
+const FAILED_PASS_BACKOFF_CHECKS: u32 = 12;
 
 impl RepairSchedule {
     fn due(&self, interval: Duration, now: Instant) -> bool {
+        if self.retry_at.is_some_and(|retry_at| now < retry_at) {
+            return false;
+        }
         match self.last {
             None => true,
             Some(last) => self.node_was_down || now.duration_since(last) >= interval,
@@ -145,6 +155,7 @@ pub async fn keep(client: Client, config: KeeperConfig, counters: Arc<KeeperCoun
     let mut schedule = RepairSchedule {
         last: None,
         node_was_down: false,
+        retry_at: None,
     };
     let mut gc_next = Instant::now() + gc_interval;
     let mut gc_task: Option<tokio::task::JoinHandle<()>> = None;
@@ -158,12 +169,18 @@ pub async fn keep(client: Client, config: KeeperConfig, counters: Arc<KeeperCoun
         }
         let now = Instant::now();
         if config.repair_interval_s > 0 && schedule.due(repair_interval, now) {
-            let repaired = repair_pass(&client, &counters).await;
-            if repaired {
-                schedule = RepairSchedule {
-                    last: Some(Instant::now()),
-                    node_was_down: false,
-                };
+            match repair_pass(&client, &counters).await {
+                Survey::Done => {
+                    schedule = RepairSchedule {
+                        last: Some(Instant::now()),
+                        node_was_down: false,
+                        retry_at: None,
+                    };
+                }
+                Survey::NodeDown => schedule.node_was_down = true,
+                Survey::Failed => {
+                    schedule.retry_at = Some(Instant::now() + check_interval * FAILED_PASS_BACKOFF_CHECKS)
+                }
             }
         }
         let gc_idle = gc_task.as_ref().is_none_or(|task| task.is_finished());
@@ -189,8 +206,19 @@ async fn nodes_down(client: &Client, within: Duration) -> u64 {
     down
 }
 
-/// One repair pass; whether it could look at the whole cluster.
-async fn repair_pass(client: &Client, counters: &KeeperCounters) -> bool {
+/// How a repair pass went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Survey {
+    /// It looked at the whole cluster and repaired what it could.
+    Done,
+    /// A node stopped answering between the check and the listing: the next check retries.
+    NodeDown,
+    /// Listing or walking failed: retried after a backoff.
+    Failed,
+}
+
+/// One repair pass.
+async fn repair_pass(client: &Client, counters: &KeeperCounters) -> Survey {
     let surveyed = async {
         let inventory = client.fragment_inventory().await?;
         let records = client.chunk_records_of(None).await?;
@@ -201,12 +229,11 @@ async fn repair_pass(client: &Client, counters: &KeeperCounters) -> bool {
         Err(error) => {
             counters.repair_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, "keeper: cannot survey the cluster for repair");
-            return false;
+            return Survey::Failed;
         }
     };
     if !inventory.down.is_empty() {
-        // A node stopped answering between the check and the listing: next check.
-        return false;
+        return Survey::NodeDown;
     }
     let health = chunk_health(client.pool(), &records, &inventory);
     counters.chunks.store(health.chunks, Ordering::Relaxed);
@@ -238,7 +265,7 @@ async fn repair_pass(client: &Client, counters: &KeeperCounters) -> bool {
     for failure in &summary.failed {
         tracing::warn!(%failure, "keeper: a chunk could not be repaired");
     }
-    true
+    Survey::Done
 }
 
 /// One GC pass.
@@ -276,11 +303,13 @@ mod tests {
         let fresh = RepairSchedule {
             last: None,
             node_was_down: false,
+            retry_at: None,
         };
         assert!(fresh.due(hour, start), "the first pass runs at once");
         let swept = RepairSchedule {
             last: Some(start),
             node_was_down: false,
+            retry_at: None,
         };
         assert!(!swept.due(hour, start + Duration::from_secs(10)));
         assert!(swept.due(hour, start + hour));
@@ -289,6 +318,12 @@ mod tests {
             ..swept
         };
         assert!(returned.due(hour, start + Duration::from_secs(10)), "a returning node");
+        let failed = RepairSchedule {
+            retry_at: Some(start + Duration::from_secs(60)),
+            ..returned
+        };
+        assert!(!failed.due(hour, start + Duration::from_secs(10)), "backing off");
+        assert!(failed.due(hour, start + Duration::from_secs(60)), "then again");
     }
 
     #[test]
